@@ -1,0 +1,1 @@
+"""Streamlit UI of MeWM Workbench. Pages call `pipelines`; they never read files or build networks themselves."""

@@ -1,0 +1,127 @@
+"""The one exception hierarchy of MeWM Workbench.
+
+Every error a user can cause (a bad file, an invalid plan, a missing checkpoint) is a subclass of `MeWMError`,
+so the UI and the CLI can catch it and show its message in plain words. Messages say what was wrong, the values
+seen, and what to do. Most subclass `ValueError` because callers treat them as bad input.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MeWMError",
+    "ConfigError",
+    "CaseIOError",
+    "UnreadableFileError",
+    "UnsupportedFormatError",
+    "NotCTError",
+    "NotAVolumeError",
+    "MultipleSeriesError",
+    "GeometryMismatchError",
+    "EmptyMaskError",
+    "InvalidVoxelsError",
+    "VolumeTooLargeError",
+    "UnsafeArchiveError",
+    "ManifestError",
+    "PlanValidationError",
+    "UnknownAgentError",
+    "CheckpointNotFoundError",
+    "ModelOutputError",
+    "MeWMWarning",
+    "GeometryWarning",
+]
+
+
+class MeWMError(Exception):
+    """Base class of every error MeWM Workbench raises on purpose."""
+
+
+class ConfigError(MeWMError, ValueError):
+    """The configuration file, a CLI flag or an environment override is invalid."""
+
+
+# ----------------------------------------------------------------------------------------------- case input/output
+class CaseIOError(MeWMError, ValueError):
+    """A case (image, mask, archive, manifest) could not be loaded or written. Nothing was half-written."""
+
+
+class UnreadableFileError(CaseIOError):
+    """The file exists but cannot be decoded (corrupt, truncated, or not what its name says)."""
+
+
+class UnsupportedFormatError(CaseIOError):
+    """The file type is not one the loader reads."""
+
+
+class NotCTError(CaseIOError):
+    """The image is not a CT (e.g. DICOM modality MR or PT), or its intensities are not Hounsfield units."""
+
+
+class NotAVolumeError(CaseIOError):
+    """A single 2D slice (or too few slices) where a 3D volume is needed."""
+
+
+class MultipleSeriesError(CaseIOError):
+    """A DICOM folder or archive holds several series; the caller must choose one.
+
+    Attributes:
+        series: one dict per series with ``uid``, ``description``, ``modality``, ``n_slices``.
+    """
+
+    def __init__(self, message: str, series: list[dict]):
+        super().__init__(message)
+        self.series = series
+
+
+class GeometryMismatchError(CaseIOError):
+    """A mask (or post-treatment image) does not share the image's grid: size, spacing, origin or direction."""
+
+
+class EmptyMaskError(CaseIOError):
+    """A mask that must contain a structure (e.g. the tumour) is empty."""
+
+
+class InvalidVoxelsError(CaseIOError):
+    """The volume holds NaN or infinite voxels."""
+
+
+class VolumeTooLargeError(CaseIOError):
+    """The volume exceeds the configured size limit (voxels or bytes)."""
+
+
+class UnsafeArchiveError(CaseIOError):
+    """An uploaded archive is unsafe: a path escapes the target folder, or it expands far beyond its size."""
+
+
+class ManifestError(CaseIOError):
+    """A cohort manifest is missing, malformed, or names files that do not exist."""
+
+
+# ---------------------------------------------------------------------------------------------------- plans
+class PlanValidationError(MeWMError, ValueError):
+    """A TACE plan breaks a rule of the Action Base. ``rule`` names the rule (e.g. ``"R1 one platinum"``)."""
+
+    def __init__(self, message: str, rule: str | None = None):
+        super().__init__(message)
+        self.rule = rule
+
+
+class UnknownAgentError(PlanValidationError):
+    """A name in a plan is not an agent or alias of the Action Base; the message suggests the closest names."""
+
+
+# ---------------------------------------------------------------------------------------------------- models
+class CheckpointNotFoundError(MeWMError, FileNotFoundError):
+    """A model checkpoint is missing or incompatible; the message names the `mewm` command that makes it."""
+
+
+class ModelOutputError(MeWMError, ValueError):
+    """A model (policy, LM, network) returned output that fails validation (malformed JSON, NaN, wrong shape)."""
+
+
+# ---------------------------------------------------------------------------------------------------- warnings
+class MeWMWarning(UserWarning):
+    """Base class of MeWM Workbench warnings."""
+
+
+class GeometryWarning(MeWMWarning):
+    """Geometry differs within tolerance, or was corrected (e.g. reoriented to RAS)."""

@@ -1,0 +1,1 @@
+"""Data I/O, the virtual cohort, preprocessing, training, planning, evaluation and the `mewm` CLI."""

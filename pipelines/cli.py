@@ -1,0 +1,81 @@
+"""The `mewm` command line. The only module that parses argv; every command calls a `pipelines` function.
+
+Typed `MeWMError`s become one plain line on stderr and exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from models.errors import MeWMError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+DISCLAIMER = "MeWM Workbench is for research only; its outputs are not for clinical use."
+
+
+def _cmd_case_info(args: argparse.Namespace) -> int:
+    from pipelines.caseio.info import case_info_text
+
+    print(case_info_text(args.path, mask=args.mask, liver=args.liver, tumour=args.tumour, series=args.series,
+                         config=args.config, as_json=args.json))
+    return 0
+
+
+def _cmd_cohort_generate(args: argparse.Namespace) -> int:
+    from pipelines.cohort.generate import generate_cohort
+
+    report = generate_cohort(n=args.n, seed=args.seed, out=args.out, dicom=args.dicom, size=args.size,
+                             progress=not args.quiet, overwrite=args.overwrite, workers=args.workers)
+    print(report.summary())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mewm", description=f"MeWM Workbench command line. {DISCLAIMER}")
+    p.add_argument("--config", help="TOML config file (default: $MEWM_CONFIG, else built-in defaults)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    case = sub.add_parser("case", help="inspect cases").add_subparsers(dest="case_command", required=True)
+    info = case.add_parser("info", help="print what the loader understood about an image (and masks)")
+    info.add_argument("path", help="NIfTI/NRRD/MHA file, DICOM series folder, or .zip of DICOM files")
+    info.add_argument("--mask", help="label image on the same grid (0 background, 1 liver, 2 tumour, ...)")
+    info.add_argument("--liver", help="binary liver mask (alternative to --mask)")
+    info.add_argument("--tumour", help="binary tumour mask (alternative to --mask)")
+    info.add_argument("--series", help="series instance UID to use when a DICOM folder holds several")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.set_defaults(func=_cmd_case_info)
+
+    cohort = sub.add_parser("cohort", help="the virtual HCC-TACE cohort").add_subparsers(
+        dest="cohort_command", required=True)
+    gen = cohort.add_parser("generate", help="simulate a cohort of virtual patients with known ground truth")
+    gen.add_argument("--n", type=int, required=True, help="number of patients")
+    gen.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
+    gen.add_argument("--out", required=True, help="output directory (must be empty or absent)")
+    gen.add_argument("--dicom", type=int, default=0, help="also write a DICOM series for the first N cases")
+    gen.add_argument("--size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                     help="volume size in voxels (default: the simulator's standard grid)")
+    gen.add_argument("--workers", type=int, default=1, help="processes to use")
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing cohort in --out")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(func=_cmd_cohort_generate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MeWMError as e:
+        print(f"mewm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mewm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""One configuration: dataclass defaults, overridden by a TOML file, then by environment variables, then CLI flags.
+
+File: ``--config PATH`` or ``$MEWM_CONFIG`` (TOML). Sections mirror the dataclasses below, e.g.::
+
+    [io]
+    max_voxels = 200_000_000
+    [app]
+    database_url = "sqlite:///~/.mewm/mewm.db"
+
+Environment overrides: ``MEWM_<SECTION>__<KEY>`` (e.g. ``MEWM_IO__MAX_VOXELS=1000000``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.errors import ConfigError
+
+__all__ = ["IOConfig", "AppConfig", "Config", "load_config", "REPO_ROOT", "SAMPLE_DATA_DIR"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DATA_DIR = REPO_ROOT / "sample_data"
+
+
+@dataclass
+class IOConfig:
+    """Limits and tolerances of case loading."""
+
+    max_voxels: int = 256 * 1024 * 1024  # refuse volumes larger than this (e.g. 512x512x1000 = 262M is refused)
+    max_file_bytes: int = 2 * 1024**3  # refuse single files / archives larger than this
+    max_zip_ratio: float = 200.0  # refuse archives that expand more than this many times their size
+    max_zip_members: int = 5000
+    spacing_tol_mm: float = 1e-3  # absolute tolerance on spacing when comparing grids
+    origin_tol_mm: float = 1e-2  # absolute tolerance on origin
+    direction_tol: float = 1e-4  # absolute tolerance on direction cosines
+    min_slices: int = 8  # fewer slices than this is "not a volume"
+    reorient_to_ras: bool = True
+    hu_min_plausible: float = -1100.0  # a CT whose voxels all fall outside [hu_min, hu_max] is not in HU
+    hu_max_plausible: float = 4000.0
+
+
+@dataclass
+class AppConfig:
+    """The Streamlit app and its database."""
+
+    data_dir: str = "~/.mewm"
+    database_url: str = ""  # empty: sqlite file in data_dir
+    sample_data_dir: str = str(SAMPLE_DATA_DIR)
+
+
+@dataclass
+class Config:
+    io: IOConfig = field(default_factory=IOConfig)
+    app: AppConfig = field(default_factory=AppConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, target: Any, where: str) -> Any:
+    kind = type(target)
+    try:
+        if kind is bool and isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        return kind(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: expected a {kind.__name__}, got {value!r}.") from e
+
+
+def _apply(cfg: Config, section: str, key: str, value: Any, where: str) -> None:
+    sec = getattr(cfg, section, None)
+    if sec is None or not dataclasses.is_dataclass(sec):
+        known = ", ".join(f.name for f in dataclasses.fields(cfg))
+        raise ConfigError(f"{where}: unknown section [{section}]; known sections: {known}.")
+    names = {f.name for f in dataclasses.fields(sec)}
+    if key not in names:
+        raise ConfigError(f"{where}: unknown key {key!r} in [{section}]; known keys: {', '.join(sorted(names))}.")
+    setattr(sec, key, _coerce(value, getattr(sec, key), where))
+
+
+def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | None = None,
+                overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults ← TOML file (``path`` or ``$MEWM_CONFIG``) ← ``MEWM_SECTION__KEY`` env ← ``overrides``.
+
+    ``overrides`` maps ``"section.key"`` to a value (what CLI flags set).
+    """
+    env = dict(os.environ if env is None else env)
+    cfg = Config()
+    path = path or env.get("MEWM_CONFIG")
+    if path:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"Config file {p} does not exist.")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"Config file {p} is not valid TOML: {e}") from e
+        for section, items in data.items():
+            if not isinstance(items, dict):
+                raise ConfigError(f"{p}: top-level key {section!r} must be a [section].")
+            for key, value in items.items():
+                _apply(cfg, section, key, value, f"{p} [{section}] {key}")
+    for name, value in env.items():
+        if name.startswith("MEWM_") and "__" in name:
+            section, key = name[5:].split("__", 1)
+            _apply(cfg, section.lower(), key.lower(), value, f"environment {name}")
+    for dotted, value in (overrides or {}).items():
+        section, key = dotted.split(".", 1)
+        _apply(cfg, section, key, value, f"option {dotted}")
+    return cfg

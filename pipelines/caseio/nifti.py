@@ -51,11 +51,20 @@ def atomic_path(path: Path):
     return Path(tmp)
 
 
-def write_nifti(volume: Volume, path: str | os.PathLike) -> Path:
-    """Write ``volume`` to ``path`` (.nii or .nii.gz) atomically: a crash never leaves a half-written file."""
+def write_nifti(volume: Volume, path: str | os.PathLike, dtype: np.dtype | type | None = None) -> Path:
+    """Write ``volume`` to ``path`` (.nii or .nii.gz) atomically: a crash never leaves a half-written file.
+
+    ``dtype``: storage type; default uint8 for labels, float32 for scalars. ``np.int16`` stores CT in HU compactly
+    (values are rounded and clipped to the int16 range).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if volume.kind == "label":
+    if dtype is not None and np.issubdtype(np.dtype(dtype), np.integer) and volume.kind == "scalar":
+        info = np.iinfo(dtype)
+        data = np.clip(np.round(volume.array), info.min, info.max).astype(dtype)
+    elif dtype is not None:
+        data = volume.array.astype(dtype)
+    elif volume.kind == "label":
         data = volume.array.astype(np.uint8)
     else:
         data = volume.array.astype(np.float32)

@@ -6,9 +6,10 @@ Display convention (what a radiologist expects on a PACS screen):
 - **coronal**: looking from the front; patient right on the image's left, superior at the top;
 - **sagittal**: looking from the patient's left; anterior on the image's left, superior at the top.
 
-Slices are taken from the volume brought to canonical RAS axis order first (`to_ras`), so any axis-aligned
-orientation on disk (LPS DICOM, flipped NIfTI) displays the same way. Slice indices count along the RAS axis of
-the plane: axial ``index`` runs inferior → superior, coronal posterior → anterior, sagittal left → right.
+Slices are taken from a view of the volume in canonical RAS axis order (`_ras_array`: display only, no
+resampling), so any axis-aligned orientation on disk (LPS DICOM, flipped NIfTI) displays the same way. Slice
+indices count along the RAS axis of the plane: axial ``index`` runs inferior → superior, coronal posterior →
+anterior, sagittal left → right.
 
 Voxels are often anisotropic (e.g. 0.7 x 0.7 x 5 mm); `render_slice` resamples the displayed image so every
 screen pixel covers the same distance in millimetres, so organs keep their true proportions.
@@ -38,7 +39,6 @@ __all__ = [
     "LegendEntry",
     "RenderedSlice",
     "apply_window",
-    "to_ras",
     "n_slices",
     "extract_slice",
     "slice_spacing",
@@ -168,8 +168,8 @@ def _ras_permutation(affine: np.ndarray) -> tuple[tuple[int, int, int], tuple[bo
     return tuple(axes), tuple(flips)  # type: ignore[return-value]
 
 
-def to_ras(volume: Volume) -> np.ndarray:
-    """The volume's array as a view in canonical RAS axis order (``[x right, y anterior, z superior]``).
+def _ras_array(volume: Volume) -> np.ndarray:
+    """A view of the volume's array as a view in canonical RAS axis order (``[x right, y anterior, z superior]``).
 
     Oblique volumes are mapped to the nearest axis-aligned orientation (display only; no resampling).
     """
@@ -188,7 +188,7 @@ def _ras_spacing(volume: Volume) -> np.ndarray:
 
 def n_slices(volume: Volume, plane: str) -> int:
     """How many slices the volume has in ``plane``."""
-    return int(to_ras(volume).shape[_PLANE_AXIS[_check_plane(plane)]])
+    return int(_ras_array(volume).shape[_PLANE_AXIS[_check_plane(plane)]])
 
 
 def extract_slice(volume: Volume, plane: str, index: int) -> np.ndarray:
@@ -204,7 +204,7 @@ def extract_slice(volume: Volume, plane: str, index: int) -> np.ndarray:
         Rows/columns are: axial (A→P, R→L), coronal (S→I, R→L), sagittal (S→I, A→P).
     """
     axis = _PLANE_AXIS[_check_plane(plane)]
-    ras = to_ras(volume)
+    ras = _ras_array(volume)
     n = ras.shape[axis]
     if not 0 <= int(index) < n:
         raise IndexError(f"{plane} slice {index} is out of range for {volume.name!r}: valid 0..{n - 1}.")
@@ -331,7 +331,7 @@ def default_slice(case, plane: str) -> int:
     n = n_slices(case.ct, plane)
     if not case.has_tumour_mask:
         return n // 2
-    tumour = to_ras(case.labels.with_array(case.tumour_mask().astype(np.uint8)))
+    tumour = _ras_array(case.labels.with_array(case.tumour_mask().astype(np.uint8)))
     components, count = ndimage.label(tumour)
     sizes = ndimage.sum_labels(tumour, components, index=np.arange(1, count + 1))
     largest = int(np.argmax(sizes)) + 1

@@ -1,0 +1,1 @@
+"""Reusable Streamlit pieces of the pages (widgets → one `pipelines` call → render)."""

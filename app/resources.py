@@ -1,0 +1,63 @@
+"""Cached loaders wrapping `pipelines` calls. The only place the app caches anything.
+
+Caching choices:
+- the sample list is small plain data: ``st.cache_data`` (each caller gets its own copy);
+- sample cases hold large numpy arrays: ``st.cache_resource`` shares one object across sessions without
+  pickling or copying it on every rerun. Its arrays are made read-only, so no session can change what another
+  sees; callers must treat the returned `Case` as immutable;
+- uploaded cases are never cached across sessions (they belong to one user): the page keeps them in its own
+  session state.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pipelines.case import Case
+
+__all__ = ["sample_data_dir", "sample_cases", "sample_case", "uploaded_case", "summarise", "freeze"]
+
+
+def sample_data_dir() -> str:
+    """The sample-case folder from the configuration (``MEWM_APP__SAMPLE_DATA_DIR`` overrides it)."""
+    from pipelines.config import load_config
+
+    return load_config().app.sample_data_dir
+
+
+def freeze(case: Case) -> Case:
+    """Make every voxel array of ``case`` read-only (in place) and return it."""
+    for volume in (case.ct, case.labels, case.post_ct, case.post_labels):
+        if volume is not None:
+            volume.array.flags.writeable = False
+    return case
+
+
+@st.cache_data(show_spinner=False, ttl=300)
+def sample_cases(root: str) -> list:
+    """`pipelines.samples.list_sample_cases` for ``root`` (a list of `SampleCaseInfo`)."""
+    from pipelines.samples import list_sample_cases
+
+    return list_sample_cases(root)
+
+
+@st.cache_resource(show_spinner="Opening the sample case…", max_entries=4)
+def sample_case(case_id: str, root: str) -> Case:
+    """One sample case, shared read-only across sessions."""
+    from pipelines.samples import load_sample_case
+
+    return freeze(load_sample_case(case_id, root))
+
+
+def uploaded_case(image: tuple[str, bytes], labels: tuple[str, bytes] | None, series: str | None) -> Case:
+    """`pipelines.caseio.load_uploaded_case` (not cached: an upload belongs to one session)."""
+    from pipelines.caseio import load_uploaded_case
+
+    return freeze(load_uploaded_case(image, labels, series=series))
+
+
+def summarise(case: Case) -> dict:
+    """`pipelines.caseio.case_summary(case).to_dict()`."""
+    from pipelines.caseio import case_summary
+
+    return case_summary(case).to_dict()

@@ -1,0 +1,32 @@
+"""MeWM Workbench app entrypoint: routes only. Run with ``streamlit run app/streamlit_app.py``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from app.frame import sidebar_frame
+from app.state import init_state
+
+HERE = Path(__file__).resolve().parent
+
+PAGES = [
+    st.Page(HERE / "pages" / "home.py", title="Home", icon="🏠", default=True),
+    st.Page(HERE / "pages" / "case_viewer.py", title="Case Viewer", icon="🩻"),
+]
+
+
+def run() -> None:
+    """Declare the pages, draw the shared frame, and run the selected page."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    st.set_page_config(page_title="MeWM Workbench", page_icon="🩻", layout="wide")
+    init_state()
+    page = st.navigation(PAGES)
+    sidebar_frame()
+    page.run()
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,96 @@
+"""AppTest tests of the home and Case Viewer pages (no browser; the script runs in-process)."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app.components.case_summary import NO_TUMOUR_MASK
+from app.errors import GENERIC_ERROR
+
+ENTRY = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
+TIMEOUT = 60  # generous: the 2-core machine is shared; this is a hang guard, not a timing assertion
+
+
+def _viewer(app_env) -> AppTest:
+    at = AppTest.from_file(ENTRY, default_timeout=TIMEOUT).run()
+    at.switch_page("pages/case_viewer.py").run()
+    assert not at.exception
+    return at
+
+
+def _open_sample(at: AppTest, case_id: str) -> AppTest:
+    at.selectbox(key="viewer.sample").select(case_id).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_home_shows_disclaimer_and_models(app_env):
+    at = AppTest.from_file(ENTRY, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert at.title[0].value == "MeWM Workbench"
+    warnings = [w.value for w in at.warning]
+    assert any("Research use only — not for clinical use" in w for w in warnings)
+    assert any("Research use only" in w.value for w in at.sidebar.warning)  # the frame, on every page
+    models = at.dataframe[0].value
+    assert set(models["Model"]) >= {"dynamics", "segmentation", "survival"}
+    assert set(models["Status"]) <= {"installed", "not yet installed"}
+
+
+def test_viewer_starts_empty_with_sample_list(app_env):
+    at = _viewer(app_env)
+    assert at.title[0].value == "Case Viewer"
+    assert at.selectbox(key="viewer.sample").options == ["Phantom with tumour", "Phantom CT without masks"]
+    assert len(at.image) == 0
+    assert not at.error
+
+
+def test_viewer_sample_case_renders_three_planes_and_summary(app_env):
+    at = _open_sample(_viewer(app_env), "liver01")
+    assert at.session_state["mewm.case"].case_id == "liver01"
+    assert len(at.image) == 3
+    # Opens at the tumour: the axial slider sits on the slice through the tumour's centre (z = 11, 1-based 12).
+    assert at.slider(key="viewer.slice.axial." + at.session_state["mewm.case_source"]).value == 12
+    assert not at.error, [e.value for e in at.error]
+    assert NO_TUMOUR_MASK not in [i.value for i in at.info]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Tumours"] == "1"
+    assert metrics["Liver volume"] != "—"
+    assert any("Covariates" in m.value for m in at.markdown)
+    assert at.sidebar.caption[0].value == "Open case: Sample: Phantom with tumour"
+
+
+def test_viewer_controls_rerender_without_error(app_env):
+    at = _open_sample(_viewer(app_env), "liver01")
+    at.radio(key="viewer.preset").set_value("Manual").run()
+    at.slider(key="viewer.width").set_value(1500).run()
+    at.toggle(key="viewer.post").set_value(True).run()
+    at.toggle(key="viewer.overlay").set_value(False).run()
+    assert not at.exception and not at.error
+    assert len(at.image) == 3
+
+
+def test_ct_without_mask_opens_with_plain_note(app_env):
+    at = _open_sample(_viewer(app_env), "ctonly")
+    assert len(at.image) == 3
+    assert NO_TUMOUR_MASK in [i.value for i in at.info]
+    assert at.toggle(key="viewer.overlay").disabled
+    assert at.toggle(key="viewer.post").disabled
+    assert not at.error, [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("name,content", [
+    ("scan.nii.gz", b"this is not a NIfTI file"),
+    ("series.zip", b"PK\x03\x04 truncated archive"),
+])
+def test_corrupt_upload_shows_plain_error(app_env, name, content):
+    at = _viewer(app_env)
+    at.radio(key="viewer.source").set_value("Upload").run()
+    at.file_uploader(key="viewer.upload_image").upload(name, content).run()
+    assert not at.exception
+    assert len(at.error) == 1
+    message = at.error[0].value
+    assert message != GENERIC_ERROR.format(action="opening the upload"), "a corrupt file must be a typed error"
+    assert "Traceback" not in message
+    assert at.session_state["mewm.case"] is None
+    assert len(at.image) == 0

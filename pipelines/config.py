@@ -21,7 +21,7 @@ from typing import Any
 
 from models.errors import ConfigError
 
-__all__ = ["IOConfig", "AppConfig", "Config", "load_config", "REPO_ROOT", "SAMPLE_DATA_DIR"]
+__all__ = ["IOConfig", "AppConfig", "Config", "load_config", "resolve_config", "REPO_ROOT", "SAMPLE_DATA_DIR"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DATA_DIR = REPO_ROOT / "sample_data"
@@ -117,3 +117,15 @@ def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | Non
         section, key = dotted.split(".", 1)
         _apply(cfg, section, key, value, f"option {dotted}")
     return cfg
+
+
+def resolve_config(config: "Config | str | os.PathLike | None" = None) -> Config:
+    """A `Config` as given, or loaded from a TOML path, or (``None``) from the defaults, ``$MEWM_CONFIG`` and env.
+
+    Library functions take ``config=None`` and call this once, so the CLI can pass its ``--config`` path through.
+    """
+    if isinstance(config, Config):
+        return config
+    if config is None or isinstance(config, (str, os.PathLike)):
+        return load_config(config)
+    raise ConfigError(f"config must be a Config, a TOML path or None, got {type(config).__name__}.")

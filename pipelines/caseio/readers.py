@@ -60,7 +60,8 @@ def _read_nifti(path: Path, kind: str, name: str, series, config: Config, deiden
     try:
         header_shape = nib.load(str(path)).shape  # header only: voxels are not read yet
     except Exception as e:  # nibabel raises many types for corrupt files; narrow to one typed error
-        raise UnreadableFileError(f"Cannot read NIfTI file {path.name}: {e}") from e
+        raise UnreadableFileError(f"Cannot read NIfTI file {path.name}: {str(e).replace(str(path), path.name)}") \
+            from e
     check_voxel_count(header_shape[:3], config.io, path.name)
     vol = read_nifti(path, kind=kind, name=name)
     array = as_scalar_array(vol.array) if kind == "scalar" else np.array(vol.array, copy=True)  # never a memmap

@@ -30,7 +30,7 @@ from functools import lru_cache
 from typing import Any
 
 from models.action_base import ActionBase, Agent, default_action_base, normalize_name
-from models.errors import PlanValidationError, UnknownAgentError
+from models.errors import PlanValidationError
 
 __all__ = ["Protocol", "Dose", "Plan", "infer_protocol", "enumerate_plans", "keyword_metrics"]
 
@@ -101,7 +101,7 @@ class Dose:
 
 
 # ------------------------------------------------------------------------------------------------ rules
-def _rule(ab: ActionBase, rule_id: str, label: str) -> tuple[str, str]:
+def _rule(rule_id: str, label: str) -> tuple[str, str]:
     """(rule attribute, message prefix): ``("R1 at most one platinum agent", "Rule 1 (at most one platinum agent)")``."""
     number = rule_id[1:] if rule_id.startswith("R") else rule_id
     return f"{rule_id} {label}", f"Rule {number} ({label})"
@@ -132,7 +132,7 @@ def infer_protocol(agents: Iterable[str], action_base: ActionBase | None = None)
         return Protocol.BLAND
     if set(ctace.requires_agents) <= names:
         return Protocol.CTACE
-    rule, prefix = _rule(ab, ctace.id, "protocol")
+    rule, prefix = _rule(ctace.id, "protocol")
     plan = _join(sorted(names, key=ab.order)) if names else "an empty plan"
     raise PlanValidationError(
         f"{prefix}: cannot infer the protocol of {plan}: drugs need Lipiodol (cTACE) or drug-eluting beads "
@@ -148,7 +148,7 @@ def _check_agent_rules(ab: ActionBase, agents: list[Agent]) -> None:
     # R5: at least one embolic
     rid, label, minimum = ab.min_embolics
     if sum(not a.is_drug for a in agents) < minimum:
-        rule, prefix = _rule(ab, rid, label)
+        rule, prefix = _rule(rid, label)
         raise PlanValidationError(
             f"{prefix}: the plan {_join(names) if names else '(empty)'} has no embolic agent. Add one, e.g. "
             "Lipiodol (cTACE), Drug-eluting Beads (DEB-TACE) or Gelatin Sponge.", rule=rule)
@@ -156,7 +156,7 @@ def _check_agent_rules(ab: ActionBase, agents: list[Agent]) -> None:
     for cr in ab.class_rules:
         members = [a.name for a in agents if a.cls == cr.cls]
         if len(members) > cr.max:
-            rule, prefix = _rule(ab, cr.id, cr.label)
+            rule, prefix = _rule(cr.id, cr.label)
             both = "both" if len(members) == 2 else "all"
             raise PlanValidationError(f"{prefix}: {_join(members)} are {both} {cr.cls} agents. Keep one.",
                                       rule=rule)
@@ -164,7 +164,7 @@ def _check_agent_rules(ab: ActionBase, agents: list[Agent]) -> None:
     present = set(names)
     for pair in ab.conflicts:
         if pair <= present:
-            rule, prefix = _rule(ab, *ab.conflict_rule)
+            rule, prefix = _rule(*ab.conflict_rule)
             a, b = sorted(pair, key=ab.order)
             raise PlanValidationError(f"{prefix}: {a} and {b} may not be combined. Remove one of them.",
                                       rule=rule)
@@ -299,7 +299,7 @@ class Plan:
     def _check_protocol(self, ab: ActionBase, agents: list[Agent]) -> None:
         spec = ab.protocols[self.protocol.value]
         rule = f"{spec.id} protocol"
-        prefix = _rule(ab, spec.id, f"protocol {spec.name}: {spec.label}")[1]
+        prefix = _rule(spec.id, f"protocol {spec.name}: {spec.label}")[1]
         names = {a.name for a in agents}
         n_drugs = sum(a.is_drug for a in agents)
         plan = _join([a.name for a in agents])

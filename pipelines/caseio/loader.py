@@ -147,20 +147,19 @@ def load_case(image: PathLike, *, labels: PathLike | None = None, liver: PathLik
     if labels is not None:
         label_map = _load_mask(labels, ct, "label map", config)
         check_label_values(label_map)
+        tumour_from = label_map.name
     elif liver is not None or tumour is not None:
         liver_v = _load_mask(liver, ct, "liver mask", config) if liver is not None else None
         tumour_v = _load_mask(tumour, ct, "tumour mask", config) if tumour is not None else None
-        if tumour_v is not None and not np.any(tumour_v.array):
-            _empty_tumour(tumour_v.name, require_tumour, source.notes)
         label_map = _merge_binary(ct, liver_v, tumour_v)
+        tumour_from = tumour_v.name if tumour_v is not None else "the masks given (no tumour mask)"
     # 4. tumour present?
-    if label_map is not None and not np.any(np.isin(label_map.array, [LABELS["tumour"], LABELS["necrosis"],
-                                                                      LABELS["lipiodol"]])):
-        if not any("no tumour voxels" in n for n in source.notes):
-            _empty_tumour(label_map.name, require_tumour, source.notes)
-    elif label_map is None and require_tumour:
-        raise EmptyMaskError("No tumour mask was given, but this step needs one. Add a label map (--mask) or a "
-                             "tumour mask (--tumour).")
+    if label_map is None:
+        if require_tumour:
+            raise EmptyMaskError("No tumour mask was given, but this step needs one. Add a label map (--mask) or a "
+                                 "tumour mask (--tumour).")
+    elif not np.any(np.isin(label_map.array, [LABELS["tumour"], LABELS["necrosis"], LABELS["lipiodol"]])):
+        _empty_tumour(tumour_from, require_tumour, source.notes)
     # 5. post-treatment images
     post_ct_v = post_labels_v = None
     if post_ct is not None:

@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pydicom
 import pytest
-from conftest import ras_affine, zip_folder
+from caseio_helpers import ras_affine
 
 from models.errors import (
     CaseIOError,
@@ -179,6 +179,15 @@ def test_empty_tumour_mask(tmp_path, cfg, ct_volume, labels_volume):
         load_case(tmp_path / "ct.nii.gz", labels=tmp_path / "lab.nii.gz", require_tumour=True, config=cfg)
     case = load_case(tmp_path / "ct.nii.gz", labels=tmp_path / "lab.nii.gz", config=cfg)
     assert not case.has_tumour_mask and any("no tumour voxels" in n for n in case.source.notes)
+
+
+def test_empty_binary_tumour_mask(tmp_path, cfg, ct_volume, labels_volume):
+    write_volume(ct_volume, tmp_path / "ct.nii.gz")
+    write_volume(labels_volume.with_array(np.zeros(ct_volume.shape, np.uint8)), tmp_path / "tumour.nii.gz")
+    with pytest.raises(EmptyMaskError, match="tumour mask in tumour.nii.gz is empty"):
+        load_case(tmp_path / "ct.nii.gz", tumour=tmp_path / "tumour.nii.gz", require_tumour=True, config=cfg)
+    with pytest.raises(EmptyMaskError, match="No tumour mask was given"):
+        load_case(tmp_path / "ct.nii.gz", require_tumour=True, config=cfg)
 
 
 def test_bad_label_values(tmp_path, cfg, ct_volume, labels_volume):

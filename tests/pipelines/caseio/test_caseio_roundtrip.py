@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ORIGIN_RAS, SPACING, ras_affine, zip_folder
+from caseio_helpers import ORIGIN_RAS, SPACING, ras_affine, zip_folder
 
 from pipelines.caseio import load_volume, resample, resample_like, to_ras, write_dicom_series, write_volume
 from pipelines.volume import Volume

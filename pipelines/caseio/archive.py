@@ -50,8 +50,8 @@ def check_zip_members(archive: zipfile.ZipFile, archive_bytes: int, config: IOCo
     limit = min(config.max_zip_ratio * max(archive_bytes, 1), config.max_file_bytes)
     if total > limit:
         raise UnsafeArchiveError(
-            f"{name} would expand from {archive_bytes:,} bytes to {total:,} bytes ({total / max(archive_bytes, 1):.0f}x),"
-            f" over the limit of {limit:,.0f} bytes (io.max_zip_ratio = {config.max_zip_ratio:g}, io.max_file_bytes"
+            f"{name} would expand from {archive_bytes:,} bytes to {total:,} bytes "
+            f"({total / max(archive_bytes, 1):.0f}x), over the limit of {limit:,.0f} bytes (io.max_zip_ratio = {config.max_zip_ratio:g}, io.max_file_bytes"
             f" = {config.max_file_bytes:,}). Upload the series uncompressed or as a folder.")
 
 

@@ -136,7 +136,8 @@ def case_summary(case: Case, min_lesion_voxels: int = MIN_LESION_VOXELS) -> Case
         liver_ml = round(float(case.liver_mask().sum()) * ct.voxel_volume_ml, 3)
         tumour = case.tumour_mask()
         tumour_ml = round(float(tumour.sum()) * ct.voxel_volume_ml, 3)
-        lesions = [_lesion_summary(i + 1, m, case.labels) for i, m in enumerate(find_lesions(tumour, min_lesion_voxels))]
+        components = find_lesions(tumour, min_lesion_voxels)
+        lesions = [_lesion_summary(i + 1, m, case.labels) for i, m in enumerate(components)]
     source = case.source
     return CaseSummary(
         case_id=case.case_id,

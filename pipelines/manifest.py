@@ -73,6 +73,24 @@ def _number(text: str, row: int, column: str, kind=float):
         raise ManifestError(f"Manifest row {row} column {column!r}: {text!r} is not a number.") from e
 
 
+_INT_COVARIATES = ("child_pugh_score", "ecog", "n_lesions")
+_FLOAT_COVARIATES = ("age", "afp", "albumin", "bilirubin", "max_diameter_mm")
+_BOOL_COVARIATES = ("hbv", "vascular_invasion")
+
+
+def _covariate(name: str, text: str, row: int) -> Any:
+    """A covariate cell as its type (`pipelines.case.Covariates`): numbers, 0/1 booleans, or text."""
+    if name in _FLOAT_COVARIATES:
+        return _number(text, row, name)
+    if name in _INT_COVARIATES:
+        return int(_number(text, row, name))
+    if name in _BOOL_COVARIATES:
+        if text.lower() not in ("0", "1", "true", "false"):
+            raise ManifestError(f"Manifest row {row} column {name!r}: {text!r} is not 0/1.")
+        return text.lower() in ("1", "true")
+    return text
+
+
 def read_manifest(path_or_dir: str | os.PathLike, check_files: bool = True) -> list[ManifestRecord]:
     """Read and validate a manifest (``manifest.csv`` itself or its folder); file paths become absolute.
 
@@ -124,7 +142,7 @@ def read_manifest(path_or_dir: str | os.PathLike, check_files: bool = True) -> l
             if get["event"] not in ("0", "1", "True", "False", "true", "false"):
                 raise ManifestError(f"Manifest {path.name} row {i} column 'event': {get['event']!r} is not 0/1.")
             event = get["event"] in ("1", "True", "true")
-        covariates = {k: get[k] for k in COVARIATE_COLUMNS if get[k]}
+        covariates = {k: _covariate(k, get[k], i) for k in COVARIATE_COLUMNS if get[k]}
         records.append(ManifestRecord(
             case_id=get["case_id"], **files, plan=get["plan"] or None, note=get["note"] or None,
             time_months=_number(get["time_months"], i, "time_months") if get["time_months"] else None,
@@ -142,7 +160,7 @@ def load_manifest_case(record: ManifestRecord, **kwargs: Any):
 
     clinical: Any = record.clinical
     if clinical is None:
-        clinical = {"plan": record.plan, "note": record.note}
+        clinical = {"plan": record.plan, "note": record.note, "covariates": dict(record.covariates)}
         clinical = {k: v for k, v in clinical.items() if v is not None}
         if record.time_months is not None and record.event is not None:
             clinical["outcome"] = {"time_months": record.time_months, "event": record.event}

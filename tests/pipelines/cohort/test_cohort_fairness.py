@@ -32,6 +32,12 @@ def test_every_plan_is_assigned_and_positive(patients, plan_space):
     assert probs.min() >= 0.25 / len(plan_space) - 1e-12
     assigned = Counter(assign_plan(p, plan_space, rng) for p in patients)
     assert set(assigned) == set(range(len(plan_space)))
+    # the generator's own assignment of the same 300 patients (seed 0) also covers the whole plan space
+    from pipelines.cohort.simulate import case_seeds, simulate_case
+
+    cohort = [simulate_case(ss, i, plan_space) for i, ss in enumerate(case_seeds(0, len(patients)))]
+    assert [c.patient.covariates for c in cohort[:5]] == [p.covariates for p in patients[:5]]
+    assert {c.plan_index for c in cohort} == set(range(len(plan_space)))
 
 
 def test_assignment_is_confounded(patients, plan_space):

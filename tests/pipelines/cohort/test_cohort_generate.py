@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,11 @@ def test_manifest_reads_back_and_loads_cases(small_cohort):
     assert case.covariates.child_pugh in ("A", "B")
     ct = case.ct.array
     assert -1025 <= ct.min() and ct.max() <= 3071
+    # without the clinical JSON, the manifest's own columns give the same covariates and outcome
+    bare = replace(records[1], clinical=None)
+    case1 = load_manifest_case(bare)
+    assert case1.covariates == load_manifest_case(records[1]).covariates
+    assert case1.outcome.event == records[1].event and case1.plan == Plan.parse(records[1].plan)
 
 
 def test_same_seed_same_bytes_other_seed_differs(small_cohort, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import streamlit as st
 
 __all__ = ["DISCLAIMER", "sidebar_frame"]
@@ -12,9 +14,17 @@ DISCLAIMER = (
 )
 
 
-def sidebar_frame() -> None:
-    """Sidebar: the disclaimer and which case is open (the picker itself is on the Case Viewer page)."""
+def sidebar_frame() -> Callable[[], None]:
+    """Draw the sidebar (disclaimer, a slot for the open case) and return the function that fills the slot.
+
+    Call the returned function after the page has run, so the sidebar names a case opened during this run.
+    """
     with st.sidebar:
         st.warning(DISCLAIMER)
+        slot = st.empty()
+
+    def show_open_case() -> None:
         label = st.session_state["mewm.case_label"]
-        st.caption(f"Open case: {label}" if label else "No case open.")
+        slot.caption(f"Open case: {label}" if label else "No case open.")
+
+    return show_open_case

@@ -23,9 +23,12 @@ def run() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     st.set_page_config(page_title="MeWM Workbench", page_icon="🩻", layout="wide")
     init_state()
+    show_open_case = sidebar_frame()
     page = st.navigation(PAGES)
-    sidebar_frame()
-    page.run()
+    try:
+        page.run()
+    finally:  # also after st.stop() on a page
+        show_open_case()
 
 
 if __name__ == "__main__":

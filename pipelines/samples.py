@@ -1,23 +1,20 @@
 """Sample cases shipped with MeWM Workbench (``sample_data/``), listed by a ``manifest.csv``.
 
 Manifest columns (paths relative to the manifest's folder; empty = absent):
-``case_id`` (required), ``ct`` (required), ``labels``, ``post_ct``, ``post_labels``, ``clinical`` (a JSON file of
-covariates, optionally with ``note`` and ``outcome`` = ``{"time_months": ..., "event": ...}``), and optionally
+``case_id`` (required), ``ct`` (required: a file, or a DICOM folder/.zip), ``labels``, ``post_ct``,
+``post_labels``, ``clinical`` (a JSON file read by `pipelines.caseio.parse_clinical`), and optionally
 ``title`` (shown in the app) and ``dicom`` (a DICOM .zip of the same CT).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.errors import GeometryMismatchError, ManifestError
-from pipelines.case import Case, Covariates, Outcome, SourceInfo
-from pipelines.caseio.nifti import read_nifti
-from pipelines.volume import Volume
+from models.errors import ManifestError
+from pipelines.case import Case
 
 __all__ = ["SampleCaseInfo", "list_sample_cases", "load_sample_case"]
 
@@ -77,51 +74,21 @@ def _file(root: Path, row: dict[str, str], column: str) -> Path | None:
     if not row.get(column):
         return None
     path = root / row[column]
-    if not path.is_file():
+    if not path.exists():
         raise ManifestError(f"Sample case {row['case_id']!r}: column {column!r} names {row[column]}, "
                             f"which does not exist in {root}.")
     return path
 
 
-def _label(root: Path, row: dict[str, str], column: str, image: Volume | None) -> Volume | None:
-    path = _file(root, row, column)
-    if path is None:
-        return None
-    labels = read_nifti(path, kind="label", name=path.name)
-    if image is not None and (labels.shape != image.shape or not (abs(labels.affine - image.affine) < 1e-3).all()):
-        raise GeometryMismatchError(f"Sample case {row['case_id']!r}: {path.name} (shape {labels.shape}) is not on "
-                                    f"the grid of {image.name} (shape {image.shape}); regenerate the sample data.")
-    return labels
-
-
 def load_sample_case(case_id: str, root: str | os.PathLike | None = None) -> Case:
-    """Load one sample case by its ``case_id``."""
+    """Load one sample case by its ``case_id``, through `pipelines.caseio.load_case` (all its checks apply)."""
+    from pipelines.caseio import load_case
+
     root = _root(root)
     rows = {r["case_id"]: r for r in _rows(root)}
     if case_id not in rows:
         raise ManifestError(f"No sample case {case_id!r} in {root / 'manifest.csv'}; "
                             f"known: {', '.join(rows) or 'none'}.")
     row = rows[case_id]
-    ct_path = _file(root, row, "ct")
-    ct = read_nifti(ct_path, name=ct_path.name)
-    post_path = _file(root, row, "post_ct")
-    post_ct = read_nifti(post_path, name=post_path.name) if post_path else None
-    clinical: dict = {}
-    clinical_path = _file(root, row, "clinical")
-    if clinical_path is not None:
-        try:
-            clinical = json.loads(clinical_path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ManifestError(f"Sample case {case_id!r}: {clinical_path.name} is not valid JSON: {e}") from e
-    outcome = clinical.get("outcome")
-    return Case(
-        case_id=case_id,
-        ct=ct,
-        labels=_label(root, row, "labels", ct),
-        post_ct=post_ct,
-        post_labels=_label(root, row, "post_labels", post_ct if post_ct is not None else ct),
-        covariates=Covariates.from_dict(clinical.get("covariates", clinical)),
-        note=clinical.get("note"),
-        outcome=Outcome(float(outcome["time_months"]), bool(outcome["event"])) if outcome else None,
-        source=SourceInfo(format="nifti"),
-    )
+    files = {c: _file(root, row, c) for c in ("labels", "post_ct", "post_labels", "clinical")}
+    return load_case(_file(root, row, "ct"), case_id=case_id, **files)

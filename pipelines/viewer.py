@@ -331,9 +331,9 @@ def default_slice(case, plane: str) -> int:
     n = n_slices(case.ct, plane)
     if not case.has_tumour_mask:
         return n // 2
+    from pipelines.caseio.summary import find_lesions
+
     tumour = _ras_array(case.labels.with_array(case.tumour_mask().astype(np.uint8)))
-    components, count = ndimage.label(tumour)
-    sizes = ndimage.sum_labels(tumour, components, index=np.arange(1, count + 1))
-    largest = int(np.argmax(sizes)) + 1
-    centroid = ndimage.center_of_mass(components == largest)
+    largest = find_lesions(tumour > 0, min_voxels=1)[0]
+    centroid = ndimage.center_of_mass(largest)
     return int(min(n - 1, max(0, round(centroid[axis]))))

@@ -31,7 +31,8 @@ def test_home_shows_disclaimer_and_models(app_env):
     assert at.title[0].value == "MeWM Workbench"
     warnings = [w.value for w in at.warning]
     assert any("Research use only — not for clinical use" in w for w in warnings)
-    assert any("Research use only" in w.value for w in at.sidebar.warning)  # the frame, on every page
+    assert any("Research use only" in w.value for w in at.sidebar.warning)  # the shared frame
+    assert at.sidebar.caption[0].value == "No case open."
     models = at.dataframe[0].value
     assert set(models["Model"]) >= {"dynamics", "segmentation", "survival"}
     assert set(models["Status"]) <= {"installed", "not yet installed"}
@@ -57,7 +58,9 @@ def test_viewer_sample_case_renders_three_planes_and_summary(app_env):
     assert metrics["Tumours"] == "1"
     assert metrics["Liver volume"] != "—"
     assert any("Covariates" in m.value for m in at.markdown)
-    assert at.sidebar.caption[0].value == "Open case: Sample: Phantom with tumour"
+    # The sidebar shows this label (checked in test_browser.py: AppTest does not keep the entrypoint's sidebar
+    # elements after switch_page).
+    assert at.session_state["mewm.case_label"] == "Sample: Phantom with tumour"
 
 
 def test_viewer_controls_rerender_without_error(app_env):

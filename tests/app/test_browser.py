@@ -1,0 +1,101 @@
+"""End-to-end: the real Streamlit server in Debian's chromium opens a sample case and renders the viewer."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-quic", "--disable-sync"]
+LIMIT_MS = int(os.environ.get("MEWM_TEST_BROWSER_LIMIT_MS", "120000"))  # hang guard for a shared 2-core machine, not a timing assertion
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"Debian's chromium is not installed at {CHROMIUM} "
+                       "(scripts/setup.sh --test installs it)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(sample_dir, tmp_path):
+    port = _free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", MEWM_APP__SAMPLE_DATA_DIR=str(sample_dir))
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "streamlit_app.py"),
+         "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
+         "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + LIMIT_MS / 1000
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_open_sample_case_renders_viewer_image(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1200})
+            page.set_default_timeout(LIMIT_MS)
+            page.goto(server)
+            # The health check answers before the script runs: wait for the page's own text.
+            page.get_by_text("Research use only — not for clinical use").first.wait_for()
+            page.get_by_role("link", name="Case Viewer").click()
+            page.get_by_role("heading", name="Case Viewer").wait_for()
+            page.locator("[data-testid='stSelectbox']").filter(has_text="Sample case").click()
+            page.get_by_role("option", name="Phantom with tumour").click()
+            page.get_by_text("Case summary").wait_for()
+            images = page.locator("[data-testid='stImage'] img")
+            images.nth(2).wait_for()
+            page.wait_for_function(
+                "() => [...document.querySelectorAll(\"[data-testid='stImage'] img\")]"
+                ".filter(i => i.complete && i.naturalWidth > 100).length === 3")
+            widths = [images.nth(i).evaluate("img => img.naturalWidth") for i in range(3)]
+            assert all(w > 100 for w in widths), widths
+            assert page.get_by_text("Traceback").count() == 0
+            assert page.get_by_text("Open case: Sample: Phantom with tumour").count() == 1  # the sidebar frame
+            shot = tmp_path / "viewer.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+            print(f"screenshot: {shot}")
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            print(f"failure screenshot: {tmp_path / 'failure.png'}")
+            raise
+        finally:
+            browser.close()

@@ -29,11 +29,12 @@ def case_summary_panel(case: Case, summary: dict | None, summary_error: str | No
         m1, m2, m3, m4 = st.columns(4)
         m1.metric("Tumours", summary.get("n_tumours", len(lesions)) if case.has_tumour_mask else "—")
         m2.metric("Largest diameter", _fmt(max(diameters) if diameters else None, " mm"))
-        m3.metric("Tumour volume", _fmt(sum(les.get("volume_ml") or 0 for les in lesions) if lesions else None,
-                                        " mL"))
+        m3.metric("Tumour volume", _fmt(summary.get("tumour_volume_ml") if case.has_tumour_mask else None, " mL"))
         m4.metric("Liver volume", _fmt(summary.get("liver_volume_ml"), " mL", 0))
         if lesions:
             st.dataframe(pd.DataFrame(lesions), hide_index=True)
+        for note in summary.get("notes") or []:
+            st.caption(note)
         with st.expander("All measurements"):
             st.json({k: v for k, v in summary.items() if k != "lesions"})
     covariates = case.covariates.to_dict()

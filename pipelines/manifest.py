@@ -41,6 +41,7 @@ class ManifestRecord:
     time_months: float | None = None
     event: bool | None = None
     covariates: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)  # columns beyond MANIFEST_COLUMNS (e.g. "title"), as text
 
 
 def _cell(value: Any) -> str:
@@ -146,7 +147,8 @@ def read_manifest(path_or_dir: str | os.PathLike, check_files: bool = True) -> l
         records.append(ManifestRecord(
             case_id=get["case_id"], **files, plan=get["plan"] or None, note=get["note"] or None,
             time_months=_number(get["time_months"], i, "time_months") if get["time_months"] else None,
-            event=event, covariates=covariates))
+            event=event, covariates=covariates,
+            extra={k: (row.get(k) or "").strip() for k in columns if k not in MANIFEST_COLUMNS}))
     return records
 
 

@@ -1,29 +1,26 @@
-"""Sample cases shipped with MeWM Workbench (``sample_data/``), listed by a ``manifest.csv``.
+"""Sample cases shipped with MeWM Workbench (``sample_data/``): a cohort folder in the manifest format of
+`pipelines.manifest` (the same format `mewm cohort generate` writes and a user's real cohort is converted into).
 
-Manifest columns (paths relative to the manifest's folder; empty = absent):
-``case_id`` (required), ``ct`` (required: a file, or a DICOM folder/.zip), ``labels``, ``post_ct``,
-``post_labels``, ``clinical`` (a JSON file read by `pipelines.caseio.parse_clinical`), and optionally
-``title`` (shown in the app) and ``dicom`` (a DICOM .zip of the same CT).
+Optional manifest columns used here: ``title`` (shown in the app). A DICOM copy of a case's CT is found at
+``dicom/<case_id>/`` (the cohort generator's layout).
 """
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from models.errors import ManifestError
 from pipelines.case import Case
+from pipelines.manifest import ManifestRecord, load_manifest_case, read_manifest
 
-__all__ = ["SampleCaseInfo", "list_sample_cases", "load_sample_case"]
-
-REQUIRED_COLUMNS = ("case_id", "ct")
+__all__ = ["SampleCaseInfo", "list_sample_cases", "load_sample_case", "sample_dicom_dir"]
 
 
 @dataclass(frozen=True)
 class SampleCaseInfo:
-    """One row of the sample manifest, as the app lists it."""
+    """One sample case, as the app lists it."""
 
     case_id: str
     title: str
@@ -39,21 +36,26 @@ def _root(root: str | os.PathLike | None) -> Path:
     return Path(root).expanduser()
 
 
-def _rows(root: Path) -> list[dict[str, str]]:
-    manifest = root / "manifest.csv"
-    if not manifest.is_file():
-        raise ManifestError(f"No sample manifest at {manifest}. Point the app at a sample folder with "
-                            "MEWM_APP__SAMPLE_DATA_DIR or [app] sample_data_dir in the config file.")
-    try:
-        with manifest.open(newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise ManifestError(f"{manifest} lacks the column(s) {', '.join(missing)}; "
-                                    f"found {', '.join(reader.fieldnames or []) or 'no header'}.")
-            return [{k: (v or "").strip() for k, v in row.items() if k} for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise ManifestError(f"Cannot read the sample manifest {manifest}: {e}") from e
+def _title(r: ManifestRecord) -> str:
+    if r.extra.get("title"):
+        return r.extra["title"]
+    cov = r.covariates
+    parts = [r.case_id]
+    if cov.get("n_lesions") is not None:
+        parts.append(f"{cov['n_lesions']} lesion{'s' if cov['n_lesions'] != 1 else ''}")
+    if cov.get("bclc"):
+        parts.append(f"BCLC {cov['bclc']}")
+    if cov.get("child_pugh"):
+        parts.append(f"Child-Pugh {cov['child_pugh']}")
+    if r.post_ct:
+        parts.append("with post-TACE CT")
+    return " · ".join(parts)
+
+
+def sample_dicom_dir(case_id: str, root: str | os.PathLike | None = None) -> Path | None:
+    """The DICOM series folder of a sample case, when the samples carry one."""
+    d = _root(root) / "dicom" / case_id
+    return d if d.is_dir() else None
 
 
 def list_sample_cases(root: str | os.PathLike | None = None) -> list[SampleCaseInfo]:
@@ -64,31 +66,15 @@ def list_sample_cases(root: str | os.PathLike | None = None) -> list[SampleCaseI
     root = _root(root)
     if not (root / "manifest.csv").is_file():
         return []
-    return [
-        SampleCaseInfo(r["case_id"], r.get("title") or r["case_id"], bool(r.get("post_ct")), bool(r.get("dicom")))
-        for r in _rows(root)
-    ]
-
-
-def _file(root: Path, row: dict[str, str], column: str) -> Path | None:
-    if not row.get(column):
-        return None
-    path = root / row[column]
-    if not path.exists():
-        raise ManifestError(f"Sample case {row['case_id']!r}: column {column!r} names {row[column]}, "
-                            f"which does not exist in {root}.")
-    return path
+    return [SampleCaseInfo(r.case_id, _title(r), bool(r.post_ct), sample_dicom_dir(r.case_id, root) is not None)
+            for r in read_manifest(root)]
 
 
 def load_sample_case(case_id: str, root: str | os.PathLike | None = None) -> Case:
     """Load one sample case by its ``case_id``, through `pipelines.caseio.load_case` (all its checks apply)."""
-    from pipelines.caseio import load_case
-
     root = _root(root)
-    rows = {r["case_id"]: r for r in _rows(root)}
-    if case_id not in rows:
+    records = {r.case_id: r for r in read_manifest(root)}
+    if case_id not in records:
         raise ManifestError(f"No sample case {case_id!r} in {root / 'manifest.csv'}; "
-                            f"known: {', '.join(rows) or 'none'}.")
-    row = rows[case_id]
-    files = {c: _file(root, row, c) for c in ("labels", "post_ct", "post_labels", "clinical")}
-    return load_case(_file(root, row, "ct"), case_id=case_id, **files)
+                            f"known: {', '.join(records) or 'none'}.")
+    return load_manifest_case(records[case_id])

@@ -13,15 +13,15 @@ from app.state import init_state
 HERE = Path(__file__).resolve().parent
 
 PAGES = [
-    st.Page(HERE / "pages" / "home.py", title="Home", icon="🏠", default=True),
-    st.Page(HERE / "pages" / "case_viewer.py", title="Case Viewer", icon="🩻"),
+    st.Page(HERE / "pages" / "home.py", title="Home", icon=":material/home:", default=True),
+    st.Page(HERE / "pages" / "case_viewer.py", title="Case Viewer", icon=":material/radiology:"),
 ]
 
 
 def run() -> None:
     """Declare the pages, draw the shared frame, and run the selected page."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    st.set_page_config(page_title="MeWM Workbench", page_icon="🩻", layout="wide")
+    st.set_page_config(page_title="MeWM Workbench", page_icon=":material/radiology:", layout="wide")
     init_state()
     show_open_case = sidebar_frame()
     page = st.navigation(PAGES)

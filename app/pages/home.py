@@ -7,7 +7,7 @@ from app.frame import DISCLAIMER
 from pipelines.status import models_status
 
 st.title("MeWM Workbench")
-st.warning(DISCLAIMER, icon="⚠️")
+st.warning(DISCLAIMER, icon=":material/warning:")
 st.markdown(
     """
 A medical world model for planning **transarterial chemoembolisation (TACE)** of hepatocellular carcinoma.

@@ -30,9 +30,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def server(sample_dir, tmp_path):
+def server(tmp_path):
+    """The app as `make app` serves it: the shipped sample cases, the default configuration."""
     port = _free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", MEWM_APP__SAMPLE_DATA_DIR=str(sample_dir))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEWM_")}
+    env.update(HF_HUB_OFFLINE="1", MEWM_APP__DATA_DIR=str(tmp_path / "data"))
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "streamlit_app.py"),
@@ -67,6 +69,11 @@ def server(sample_dir, tmp_path):
 def test_open_sample_case_renders_viewer_image(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
+    from pipelines.config import SAMPLE_DATA_DIR
+    from pipelines.samples import list_sample_cases
+
+    title = list_sample_cases(SAMPLE_DATA_DIR)[0].title
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -78,7 +85,7 @@ def test_open_sample_case_renders_viewer_image(server, tmp_path):
             page.get_by_role("link", name="Case Viewer").click()
             page.get_by_role("heading", name="Case Viewer").wait_for()
             page.locator("[data-testid='stSelectbox']").filter(has_text="Sample case").click()
-            page.get_by_role("option", name="Phantom with tumour").click()
+            page.get_by_role("option", name=title).click()
             page.get_by_text("Case summary").wait_for()
             images = page.locator("[data-testid='stImage'] img")
             images.nth(2).wait_for()
@@ -88,8 +95,8 @@ def test_open_sample_case_renders_viewer_image(server, tmp_path):
             widths = [images.nth(i).evaluate("img => img.naturalWidth") for i in range(3)]
             assert all(w > 100 for w in widths), widths
             assert page.get_by_text("Traceback").count() == 0
-            assert page.get_by_text("Open case: Sample: Phantom with tumour").count() == 1  # the sidebar frame
-            shot = tmp_path / "viewer.png"
+            assert page.get_by_text(f"Open case: Sample: {title}").count() == 1  # the sidebar frame
+            shot = Path(os.environ.get("MEWM_TEST_SCREENSHOT", tmp_path / "viewer.png"))
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
             print(f"screenshot: {shot}")

@@ -28,6 +28,8 @@ TISSUE_HU = {
     "cancellous_bone": (350.0, 350.0), "aorta": (300.0, 160.0), "hepatic_vessel": (120.0, 175.0),
     "ivc": (80.0, 140.0), "fluid": (10.0, 10.0),
 }
+LOBE_SEMI_MM = (68.0, 72.0, 62.0)  # right-lobe semi-axes at cirrhosis 0 (shrink by 30% * c)
+LOBE_JITTER = (0.92, 1.08)  # per-axis uniform jitter of the lobe size
 LIVER_CIRRHOSIS_DROP_HU = (10.0, 20.0)  # arterial, portal: liver HU = base - drop * c
 PHASES = ("arterial", "portal")
 
@@ -144,9 +146,9 @@ def build_anatomy(cirrhosis: float, rng: np.random.Generator, size: tuple[int, i
     sp = 1.0 + 0.4 * c
     tissue[_ellipsoid(x, y, z, (-88.0, -30.0, 35.0), (30.0 * sp, 48.0 * sp, 50.0 * sp)) <= 1] = T["spleen"]
     # 4. liver: right lobe, left lobe, caudate; cirrhotic shape; nodular surface
-    jitter = rng.uniform(0.92, 1.08, size=3)
+    jitter = rng.uniform(*LOBE_JITTER, size=3)
     lobe_c = np.array([58.0, 5.0, 30.0]) + rng.normal(0, 3.0, size=3)
-    lobe_s = np.array([68.0, 72.0, 62.0]) * jitter * (1.0 - 0.3 * c)
+    lobe_s = np.asarray(LOBE_SEMI_MM) * jitter * (1.0 - 0.3 * c)
     f = np.minimum.reduce([
         _ellipsoid(x, y, z, lobe_c, lobe_s),
         _ellipsoid(x, y, z, (-22.0, 32.0, 45.0), np.array([50.0, 32.0, 38.0]) * jitter),

@@ -161,6 +161,53 @@ def _bclc(n: int, dmax: float, cp_class: str, ecog: int, vi: bool) -> str:
     return "B"
 
 
+SATELLITE_GAP_MM = 10.0  # minimum tissue gap kept between two lesions' outer envelopes
+SATELLITE_TRIES = 200
+
+
+def _centre_mm(frac: np.ndarray, diameter: float, ratio: np.ndarray, lobe_semi: np.ndarray) -> np.ndarray:
+    """Lesion centre relative to the lobe centre (mm), exactly as `lesions.lesion_field` places it."""
+    return frac * np.maximum(lobe_semi - diameter / 2.0 * float(np.max(ratio)), 0.0)
+
+
+def _min_separation_mm(a: tuple, b: tuple, cirrhosis: float) -> float:
+    """Smallest centre distance of two lesions ``(frac, diameter, ratio)`` over every lobe size the anatomy may draw.
+
+    Each axis offset is linear in that axis' lobe semi-axis, so its smallest magnitude over the jitter range is 0
+    when it changes sign there, else the smaller end.
+    """
+    from pipelines.cohort.anatomy import LOBE_JITTER, LOBE_SEMI_MM
+
+    ends = [np.asarray(LOBE_SEMI_MM) * j * (1.0 - 0.3 * cirrhosis) for j in LOBE_JITTER]
+    d0, d1 = (_centre_mm(*a, lobe) - _centre_mm(*b, lobe) for lobe in ends)
+    per_axis = np.where(np.sign(d0) != np.sign(d1), 0.0, np.minimum(np.abs(d0), np.abs(d1)))
+    return float(np.linalg.norm(per_axis))
+
+
+def _place_satellite(rng: np.random.Generator, diameter: float, ratio: np.ndarray, placed: list, cirrhosis: float,
+                     irregularity: float) -> tuple[float, np.ndarray] | None:
+    """Diameter and ``centre_frac`` of a satellite lesion that keeps `SATELLITE_GAP_MM` from every placed lesion.
+
+    When no centre fits after `SATELLITE_TRIES`, the satellite shrinks by 15% and the search repeats; ``None`` when
+    not even a 10 mm satellite fits (a small cirrhotic lobe filled by a large primary): the patient then has fewer
+    lesions than first drawn.
+    """
+    reach = float(np.max(ratio)) * (1.0 + 3.0 * irregularity) / 2.0  # outer radius per unit diameter (3 SD bumps)
+    while True:
+        for _ in range(SATELLITE_TRIES):
+            frac = rng.uniform(-0.85, 0.85, size=3)
+            if np.linalg.norm(frac) > 0.85:  # outside the lobe ellipsoid: not in the liver
+                continue
+            if all(_min_separation_mm((frac, diameter, ratio), (np.asarray(o.centre_frac), o.diameter_mm,
+                                                                  np.asarray(o.axes_ratio)), cirrhosis)
+                   >= reach * diameter + float(np.max(o.axes_ratio)) * (1.0 + 3.0 * irregularity) / 2.0
+                   * o.diameter_mm + SATELLITE_GAP_MM for o in placed):
+                return diameter, frac
+        if diameter <= 10.0:
+            return None
+        diameter = max(10.0, diameter * 0.85)
+
+
 def sample_patient(rng: np.random.Generator, index: int = 0) -> Patient:
     """Draw one patient. All randomness comes from ``rng`` (a per-patient generator)."""
     # 1. liver disease (redraw Child-Pugh C: not a TACE candidate)
@@ -187,26 +234,36 @@ def sample_patient(rng: np.random.Generator, index: int = 0) -> Patient:
     texture = float(max(3.0, 6.0 + 24.0 * h + rng.normal(0, 3.0)))
     afp = float(np.clip(10 ** (0.6 + 3.2 * p + rng.normal(0, 0.45)), 1.0, 200000.0))
 
-    # 3. lesions
+    # 3. lesions (satellites placed apart from each other, so a radiologist counts ``n`` separate lesions)
     n = int(rng.choice([1, 2, 3], p=[0.55, 0.3, 0.15]))
     dmax = float(np.clip(np.exp(np.log(40.0) + 0.5 * rng.normal()), 10.0, 100.0))
-    diameters = [dmax] + [float(max(10.0, dmax * rng.uniform(0.3, 0.85))) for _ in range(n - 1)]
     capsule = bool(h + rng.normal(0, 0.15) < 0.55)
-    lesions = []
-    for i, d in enumerate(diameters):
+    irregularity = float(0.04 + 0.22 * h * (0.5 if capsule else 1.0))
+    lesions: list[Lesion] = []
+    for i in range(n):
         ratio = rng.uniform(0.75, 1.3, size=3)
         ratio = ratio / np.prod(ratio) ** (1 / 3)
+        if i == 0:
+            d, centre = dmax, rng.uniform(-0.4, 0.4, size=3)
+        else:
+            placed = _place_satellite(rng, float(max(10.0, dmax * rng.uniform(0.3, 0.85))), ratio, lesions, c,
+                                      irregularity)
+            if placed is None:
+                break
+            d, centre = placed
         nec = float(np.clip((d - 30.0) / 70.0 * (0.3 + 0.7 * p) + rng.normal(0, 0.05), 0.0, 0.6)) if d > 30 else 0.0
         lesions.append(Lesion(
             diameter_mm=round(d, 1),
-            centre_frac=tuple(float(x) for x in rng.uniform(-0.8, 0.8, size=3)) if i else
-            tuple(float(x) for x in rng.uniform(-0.4, 0.4, size=3)),
+            centre_frac=tuple(float(x) for x in centre),
             axes_ratio=tuple(float(x) for x in ratio),
-            irregularity=float(0.04 + 0.22 * h * (0.5 if capsule else 1.0)),
+            irregularity=irregularity,
             capsule=capsule if i == 0 else bool(capsule and rng.random() < 0.7),
             necrosis_frac=round(nec, 3),
             shape_seed=int(rng.integers(0, 2**31 - 1)),
         ))
+    n = len(lesions)
+    # what a radiologist reports: the longest axial (x-y) axis of the largest lesion
+    axial_dmax = lesions[0].diameter_mm * max(lesions[0].axes_ratio[:2]) * (1.0 + irregularity)
 
     # 4. covariates
     ecog = int(rng.choice([0, 1, 2], p=[0.75, 0.2, 0.05]))
@@ -220,11 +277,11 @@ def sample_patient(rng: np.random.Generator, index: int = 0) -> Patient:
         bilirubin=round(bilirubin, 1),
         child_pugh=cp_class,
         child_pugh_score=cp,
-        bclc=_bclc(n, dmax, cp_class, ecog, vi),
+        bclc=_bclc(n, axial_dmax, cp_class, ecog, vi),
         ecog=ecog,
         vascular_invasion=vi,
         n_lesions=n,
-        max_diameter_mm=round(dmax, 1),
+        max_diameter_mm=round(axial_dmax, 1),
     )
     bio = Biology(cirrhosis=c, vascularity=v, proliferation=p, heterogeneity=h, sensitivity=sens,
                   lipiodol_retention=retention)

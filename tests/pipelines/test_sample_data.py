@@ -9,7 +9,7 @@ from pipelines.cli import main
 from pipelines.config import SAMPLE_DATA_DIR
 from pipelines.samples import list_sample_cases, load_sample_case, sample_dicom_dir
 
-COMMAND = ["cohort", "generate", "--n", "5", "--seed", "12", "--dicom", "1", "--size", "128", "104", "64", "--quiet"]
+COMMAND = ["cohort", "generate", "--n", "5", "--seed", "29", "--dicom", "1", "--size", "128", "104", "64", "--quiet"]
 
 
 def _files(root: Path) -> set[Path]:

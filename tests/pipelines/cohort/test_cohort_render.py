@@ -101,3 +101,26 @@ def test_notes_parse_back_to_the_administered_plan(plan_space):
         truth = simulate_case(ss, i, plan_space)
         assert Plan.parse(truth.note) == truth.plan, truth.note
         assert truth.plan.key() == plan_space[truth.plan_index].key()
+
+
+def test_reported_lesion_count_and_size_match_what_the_mask_shows(plan_space):
+    """The clinical record's lesion count and largest axial diameter are what a reader measures on the CT."""
+    from pipelines.case import Case
+    from pipelines.caseio.summary import case_summary
+    from pipelines.cohort.anatomy import DEFAULT_SIZE
+
+    checked = 0
+    for i, ss in enumerate(case_seeds(3, 40)):
+        truth = simulate_case(ss, i, plan_space)
+        cov = truth.patient.covariates
+        if cov.n_lesions < 2:
+            continue
+        ct, labels, _, _ = render_case(truth, DEFAULT_SIZE)
+        summary = case_summary(Case(truth.case_id, ct, labels))
+        assert summary.n_tumours == cov.n_lesions, truth.case_id
+        measured = max(les.max_axial_diameter_mm for les in summary.lesions)
+        assert abs(measured - cov.max_diameter_mm) <= 0.25 * cov.max_diameter_mm, (truth.case_id, measured)
+        checked += 1
+        if checked == 5:
+            break
+    assert checked == 5

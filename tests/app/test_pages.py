@@ -97,3 +97,42 @@ def test_corrupt_upload_shows_plain_error(app_env, name, content):
     assert "Traceback" not in message
     assert at.session_state["mewm.case"] is None
     assert len(at.image) == 0
+
+
+def _two_series_zip(tmp_path: Path) -> bytes:
+    """A DICOM .zip holding two CT series of one study (an arterial and a delayed phase)."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    from pipelines.caseio import write_dicom_series
+    from pipelines.volume import Volume
+
+    rng = np.random.default_rng(0)
+    vol = Volume(rng.normal(60, 10, (24, 20, 12)).astype(np.float32), np.diag([1.5, 1.5, 3.0, 1.0]))
+    write_dicom_series(vol, tmp_path / "a", series_description="Arterial", series_number=1, study_uid="1.2.3",
+                       seed=1)
+    write_dicom_series(vol, tmp_path / "b", series_description="Delayed", series_number=2, study_uid="1.2.3", seed=2)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for f in sorted((tmp_path / "a").iterdir()) + sorted((tmp_path / "b").iterdir()):
+            z.write(f, f"{f.parent.name}/{f.name}")
+    return buf.getvalue()
+
+
+def test_dicom_zip_with_two_series_lets_the_user_choose(app_env, tmp_path):
+    at = _viewer(app_env)
+    at.radio(key="viewer.source").set_value("Upload").run()
+    at.file_uploader(key="viewer.upload_image").upload("study.zip", _two_series_zip(tmp_path)).run()
+    assert not at.exception
+    assert at.session_state["mewm.case"] is None
+    assert "series" in at.error[0].value.lower()
+    chooser = next(s for s in at.selectbox if s.label == "Series to open")
+    delayed = next(o for o in chooser.options if o.startswith("Delayed"))
+    chooser.select(delayed).run()
+    assert not at.exception, at.exception
+    case = at.session_state["mewm.case"]
+    assert case is not None and case.ct.shape == (24, 20, 12)
+    assert case.source.series_description == "Delayed"
+    assert len(at.image) == 3 and not at.error

@@ -46,8 +46,8 @@ def pseudonym_for(ct: Volume) -> str:
 def parse_clinical(clinical: dict | PathLike | None) -> tuple[Covariates, Any, str | None, Outcome | None]:
     """Covariates, plan, note and outcome from a dict or a JSON file.
 
-    Accepted keys: covariate names (top level, or under ``"covariates"``), ``"plan"`` (text, parsed with
-    `models.plan.Plan.parse` when that module exists, else kept as text), ``"note"`` (procedure note) and
+    Accepted keys: covariate names (top level, or under ``"covariates"``), ``"plan"`` (text, parsed and validated
+    with `models.plan.Plan.parse`), ``"note"`` (procedure note) and
     ``"outcome"`` (``{"time_months": float, "event": bool}``). Other keys are ignored.
     """
     if clinical is None:
@@ -71,12 +71,9 @@ def parse_clinical(clinical: dict | PathLike | None) -> tuple[Covariates, Any, s
     if plan is not None:
         if not isinstance(plan, str):
             raise CaseIOError(f"clinical 'plan' must be text (e.g. 'Epirubicin; Lipiodol'), got {plan!r}.")
-        try:
-            from models.plan import Plan
-        except ImportError:
-            Plan = None  # models.plan not installed yet: keep the administered plan as text
-        if Plan is not None:
-            plan = Plan.parse(plan)
+        from models.plan import Plan
+
+        plan = Plan.parse(plan)
     note = clinical.get("note")
     if note is not None and not isinstance(note, str):
         raise CaseIOError(f"clinical 'note' must be text, got {type(note).__name__}.")

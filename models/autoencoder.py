@@ -1,0 +1,75 @@
+"""`CropAutoencoder`: a 3D KL autoencoder for tumour-centred CT crops (latent-diffusion stage 1).
+
+Wraps MONAI's `AutoencoderKL` (Rombach et al., "High-Resolution Image Synthesis with Latent Diffusion Models",
+https://arxiv.org/abs/2112.10752). With ``channels`` of length 3 it downsamples ×4: a ``(B, 1, 48, 48, 48)`` crop in
+[-1, 1] (the HU window of `pipelines.preprocess`) becomes a ``(B, latent_channels, 12, 12, 12)`` latent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.nets import AutoencoderKL
+from torch import nn
+
+__all__ = ["CropAutoencoder"]
+
+
+class CropAutoencoder(nn.Module):
+    """A KL autoencoder whose latents are scaled to unit variance for the diffusion model.
+
+    Args:
+        channels: feature channels per level; ``len(channels) - 1`` stride-2 downsamplings.
+        latent_channels: channels of the latent.
+        num_res_blocks: residual blocks per level.
+        norm_num_groups: group-norm groups (must divide every entry of ``channels``).
+        spatial_dims: 3 for volumes (2 is accepted for tests and 2D use).
+    """
+
+    def __init__(self, channels: Sequence[int] = (16, 32, 32), latent_channels: int = 4, num_res_blocks: int = 1,
+                 norm_num_groups: int = 8, spatial_dims: int = 3) -> None:
+        super().__init__()
+        channels = tuple(int(c) for c in channels)
+        if len(channels) < 2:
+            raise ValueError(f"CropAutoencoder expects at least 2 channel levels, got channels={channels}.")
+        if any(c % norm_num_groups for c in channels):
+            raise ValueError(f"CropAutoencoder: norm_num_groups={norm_num_groups} must divide every entry of "
+                             f"channels={channels}.")
+        self.config = {"channels": list(channels), "latent_channels": int(latent_channels),
+                       "num_res_blocks": int(num_res_blocks), "norm_num_groups": int(norm_num_groups),
+                       "spatial_dims": int(spatial_dims)}
+        self.net = AutoencoderKL(
+            spatial_dims=spatial_dims, in_channels=1, out_channels=1, channels=channels,
+            latent_channels=latent_channels, num_res_blocks=num_res_blocks,
+            attention_levels=(False,) * len(channels), norm_num_groups=norm_num_groups,
+            with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False,
+        )
+        self.register_buffer("scale_factor", torch.tensor(1.0))
+
+    @property
+    def downsampling(self) -> int:
+        """Spatial reduction factor from image to latent."""
+        return 2 ** (len(self.config["channels"]) - 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training pass: ``x`` ``(B, 1, *S)`` → ``(reconstruction, mu, sigma)`` (unscaled latent statistics)."""
+        return self.net(x)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, *S)`` in [-1, 1] → scaled latent ``(B, latent_channels, *S / downsampling)`` (posterior mean)."""
+        self._check_shape(x)
+        mu, _ = self.net.encode(x)
+        return mu * self.scale_factor
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled latent → image ``(B, 1, *S)`` (not clipped)."""
+        return self.net.decode(z / self.scale_factor)
+
+    def _check_shape(self, x: torch.Tensor) -> None:
+        if x.ndim != 2 + self.config["spatial_dims"] or x.shape[1] != 1:
+            raise ValueError(f"CropAutoencoder expects (B, 1, *spatial) input, got {tuple(x.shape)}.")
+        bad = [s for s in x.shape[2:] if s % self.downsampling]
+        if bad:
+            raise ValueError(f"CropAutoencoder: spatial size {tuple(x.shape[2:])} must be divisible by "
+                             f"{self.downsampling}.")

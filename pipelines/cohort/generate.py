@@ -33,6 +33,7 @@ from pipelines.cohort.anatomy import DEFAULT_SIZE, add_image_noise, build_anatom
 from pipelines.cohort.lesions import paint_lesions
 from pipelines.cohort.plan_space import cohort_plan_space, write_plan_space
 from pipelines.cohort.postop import render_post
+from pipelines.cohort.response import Response
 from pipelines.cohort.simulate import CaseTruth, case_seeds, simulate_case
 from pipelines.manifest import MANIFEST_COLUMNS, COVARIATE_COLUMNS, ManifestRecord, write_manifest
 from pipelines.volume import LABELS, Volume
@@ -82,15 +83,21 @@ class CohortReport:
         ])
 
 
-def render_case(truth: CaseTruth, size: tuple[int, int, int]) -> tuple[Volume, Volume, Volume, Volume]:
-    """``(ct, labels, post_ct, post_labels)`` of a simulated case on a grid of ``size`` voxels."""
+def render_case(truth: CaseTruth, size: tuple[int, int, int],
+                response: Response | None = None) -> tuple[Volume, Volume, Volume, Volume]:
+    """``(ct, labels, post_ct, post_labels)`` of a simulated case on a grid of ``size`` voxels.
+
+    ``response``: render the post-TACE pair under this response instead of the administered plan's
+    (``truth.response``); the anatomy, lesions and pre-treatment CT are the same (see `render_counterfactual`).
+    """
     rng = np.random.default_rng(truth.render_seed)
     anatomy = build_anatomy(truth.patient.biology.cirrhosis, rng, size)
     noise_sd = float(rng.uniform(10.0, 18.0))
     hu = render_ct(anatomy, "arterial", rng)
     labels = paint_lesions(truth.patient, anatomy, hu, rng)
     hu = add_image_noise(hu, noise_sd, rng)
-    post_hu, post_labels = render_post(truth.patient, anatomy, labels, truth.response, rng)
+    post_hu, post_labels = render_post(truth.patient, anatomy, labels,
+                                        truth.response if response is None else response, rng)
     post_hu = add_image_noise(post_hu, noise_sd, rng)
     aff = anatomy.affine
     return (Volume(hu, aff, "scalar", "CT"), Volume(labels, aff, "label", "labels"),

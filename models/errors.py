@@ -18,6 +18,7 @@ __all__ = [
     "MultipleSeriesError",
     "GeometryMismatchError",
     "EmptyMaskError",
+    "LesionTooLargeError",
     "InvalidVoxelsError",
     "VolumeTooLargeError",
     "UnsafeArchiveError",
@@ -78,6 +79,10 @@ class GeometryMismatchError(CaseIOError):
 
 class EmptyMaskError(CaseIOError):
     """A mask that must contain a structure (e.g. the tumour) is empty."""
+
+
+class LesionTooLargeError(CaseIOError):
+    """A lesion does not fit inside a model's tumour-centred crop, so the model cannot see (or change) all of it."""
 
 
 class InvalidVoxelsError(CaseIOError):

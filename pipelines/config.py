@@ -6,6 +6,8 @@ File: ``--config PATH`` or ``$MEWM_CONFIG`` (TOML). Sections mirror the dataclas
     max_voxels = 200_000_000
     [app]
     database_url = "sqlite:///~/.mewm/mewm.db"
+    [worldmodel]
+    weights_dir = "~/mewm-weights"
 
 Environment overrides: ``MEWM_<SECTION>__<KEY>`` (e.g. ``MEWM_IO__MAX_VOXELS=1000000``).
 """
@@ -21,7 +23,8 @@ from typing import Any
 
 from models.errors import ConfigError
 
-__all__ = ["IOConfig", "AppConfig", "Config", "load_config", "resolve_config", "REPO_ROOT", "SAMPLE_DATA_DIR"]
+__all__ = ["IOConfig", "AppConfig", "WorldModelConfig", "Config", "load_config", "resolve_config", "REPO_ROOT",
+           "SAMPLE_DATA_DIR"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DATA_DIR = REPO_ROOT / "sample_data"
@@ -54,9 +57,17 @@ class AppConfig:
 
 
 @dataclass
+class WorldModelConfig:
+    """The world model (autoencoder, dynamics, segmentation checkpoints) used by `mewm simulate` and the app."""
+
+    weights_dir: str = str(REPO_ROOT / "models" / "weights")  # holds autoencoder/, dynamics/, segmentation/
+
+
+@dataclass
 class Config:
     io: IOConfig = field(default_factory=IOConfig)
     app: AppConfig = field(default_factory=AppConfig)
+    worldmodel: WorldModelConfig = field(default_factory=WorldModelConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -34,6 +34,23 @@ def _cmd_cohort_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from pipelines.config import load_config
+    from pipelines.progress import TqdmProgress
+    from pipelines.samples import resolve_case
+    from pipelines.worldmodel.simulation_files import volume_change_table, write_simulation
+    from pipelines.worldmodel.weights import load_world_model
+
+    world = load_world_model(args.weights or load_config(args.config).worldmodel.weights_dir)
+    case = resolve_case(args.case)
+    result = world.simulate(case, args.plan, samples=args.samples, seed=args.seed, steps=args.steps,
+                            guidance=args.guidance, progress=None if args.quiet else TqdmProgress("simulate", "step"))
+    out = write_simulation(result, args.out, info={"case": str(args.case), "weights": str(world.weights_dir)})
+    print(volume_change_table(result))
+    print(f"Wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mewm", description=f"MeWM Workbench command line. {DISCLAIMER}")
     p.add_argument("--config", help="TOML config file (default: $MEWM_CONFIG, else built-in defaults)")
@@ -62,6 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--overwrite", action="store_true", help="replace an existing cohort in --out")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_cmd_cohort_generate)
+
+    sim = sub.add_parser("simulate", help="simulate the post-TACE tumour of a case under one or more plans")
+    sim.add_argument("--case", required=True,
+                     help="a sample case id, a cohort case folder (<cohort>/cases/<id>) or MANIFEST.csv#ID")
+    sim.add_argument("--plan", required=True, action="append",
+                     help='a plan, e.g. "Lobaplatin; Epirubicin; Lipiodol" (repeat for more plans)')
+    sim.add_argument("--samples", type=int, default=5, help="samples per plan (default 5)")
+    sim.add_argument("--out", required=True, help="new output folder (NIfTI per plan and sample, simulation.json)")
+    sim.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same result)")
+    sim.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")
+    sim.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
+    sim.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.set_defaults(func=_cmd_simulate)
     return p
 
 

@@ -15,7 +15,7 @@ from models.errors import ManifestError
 from pipelines.case import Case
 from pipelines.manifest import ManifestRecord, load_manifest_case, read_manifest
 
-__all__ = ["SampleCaseInfo", "list_sample_cases", "load_sample_case", "sample_dicom_dir"]
+__all__ = ["SampleCaseInfo", "list_sample_cases", "load_sample_case", "sample_dicom_dir", "resolve_case"]
 
 
 @dataclass(frozen=True)
@@ -78,3 +78,39 @@ def load_sample_case(case_id: str, root: str | os.PathLike | None = None) -> Cas
         raise ManifestError(f"No sample case {case_id!r} in {root / 'manifest.csv'}; "
                             f"known: {', '.join(records) or 'none'}.")
     return load_manifest_case(records[case_id])
+
+
+def resolve_case(spec: str | os.PathLike, root: str | os.PathLike | None = None) -> Case:
+    """Load the case a command line names (``mewm simulate --case``), in this order:
+
+    - ``MANIFEST.csv#ID`` (or ``COHORT_DIR#ID``): row ``ID`` of that manifest;
+    - a case folder of a cohort, ``<cohort>/cases/<ID>``: row ``ID`` of ``<cohort>/manifest.csv``;
+    - otherwise a sample case id (`load_sample_case`, samples in ``root``).
+
+    Raises:
+        ManifestError: no such manifest, row, case folder or sample; the message lists what was looked for.
+    """
+    text = str(spec)
+    if "#" in text:
+        manifest, _, case_id = text.rpartition("#")
+        return _manifest_row(read_manifest(manifest), case_id, manifest)
+    folder = Path(text).expanduser()
+    if folder.is_dir():
+        cohort = folder.resolve().parent.parent
+        if folder.resolve().parent.name != "cases" or not (cohort / "manifest.csv").is_file():
+            raise ManifestError(f"{folder} is a folder but not a case folder of a cohort (<cohort>/cases/<ID> with "
+                                f"<cohort>/manifest.csv). Pass MANIFEST.csv#ID or a sample case id instead.")
+        return _manifest_row(read_manifest(cohort), folder.resolve().name, cohort / "manifest.csv")
+    try:
+        return load_sample_case(text, root)
+    except ManifestError as e:
+        raise ManifestError(f"{e} A case may also be given as a cohort case folder (<cohort>/cases/<ID>) or as "
+                            f"MANIFEST.csv#ID.") from e
+
+
+def _manifest_row(records: list[ManifestRecord], case_id: str, where: str | os.PathLike) -> Case:
+    for record in records:
+        if record.case_id == case_id:
+            return load_manifest_case(record)
+    known = ", ".join(r.case_id for r in records[:10]) + (" ..." if len(records) > 10 else "")
+    raise ManifestError(f"No case {case_id!r} in the manifest {where}; it has {known or 'no cases'}.")

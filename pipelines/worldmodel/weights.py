@@ -1,0 +1,191 @@
+"""`load_world_model`: the three trained networks of the world model, loaded once, checked against each other.
+
+A weights folder holds ``autoencoder/``, ``dynamics/`` and ``segmentation/``, each a `models.checkpoint` directory
+(``config.json`` + ``model.pt``). The dynamics checkpoint's ``extra`` records what sampling must reproduce from its
+training run (written by the dynamics trainer):
+
+- ``scheduler``: the noise schedule (`DDIM_KEYS`, shared by MONAI's ``DDPMScheduler`` and ``DDIMScheduler``);
+- ``crop``: ``{"spacing": [x, y, z] mm, "size": [X, Y, Z] voxels, "change_margin_mm": m}``: the crop of
+  `pipelines.preprocess.preprocess_case` and the margin of `pipelines.worldmodel.regions.change_region`;
+- ``autoencoder``: ``{"config": ..., "weights_sha256": ...}`` of the autoencoder whose latents it was trained on.
+
+Everything is checked on load, so a mismatch fails here with the command that fixes it, not as a shape error in
+the middle of sampling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from models.autoencoder import CropAutoencoder
+from models.checkpoint import CheckpointMeta, load_checkpoint
+from models.dynamics import TumourDynamicsModel
+from models.errors import CheckpointNotFoundError
+from models.segmentation import CropSegmenter
+from pipelines.progress import ProgressFn
+from pipelines.worldmodel.crops import CropConfig
+
+if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
+    from models.plan import Plan
+    from pipelines.case import Case
+    from pipelines.worldmodel.simulate import SimulationResult
+
+__all__ = ["DDIM_KEYS", "TRAIN_COMMANDS", "WorldModel", "load_world_model"]
+
+# The commands that make each checkpoint (named in every CheckpointNotFoundError).
+TRAIN_COMMANDS: dict[str, str] = {
+    "autoencoder": "mewm train autoencoder --manifest M --out DIR/autoencoder",
+    "segmentation": "mewm train segmentation --manifest M --out DIR/segmentation",
+    "dynamics": "mewm train dynamics --manifest M --autoencoder DIR/autoencoder --out DIR/dynamics",
+}
+# Keys of the dynamics checkpoint's ``extra["scheduler"]`` that the sampling scheduler takes over.
+DDIM_KEYS = ("num_train_timesteps", "schedule", "beta_start", "beta_end", "prediction_type")
+
+
+@dataclass(frozen=True, eq=False)
+class WorldModel:
+    """The loaded world model: networks in eval mode, and the training settings sampling must reproduce.
+
+    Shared read-only (the app caches one per weights folder): `simulate` builds its own scheduler per call and
+    never changes the networks.
+
+    Attributes:
+        autoencoder, dynamics, segmenter: the networks (eval mode, ``requires_grad`` off).
+        crop: `CropConfig` the dynamics model was trained on.
+        change_margin_mm: margin of the change region (mm).
+        scheduler: noise-schedule keywords (`DDIM_KEYS`).
+        weights_dir: where they were loaded from.
+        max_batch: most rows one denoiser call may take (classifier-free guidance rows included).
+    """
+
+    autoencoder: CropAutoencoder
+    dynamics: TumourDynamicsModel
+    segmenter: CropSegmenter
+    crop: CropConfig
+    change_margin_mm: float
+    scheduler: dict[str, Any]
+    weights_dir: Path
+    max_batch: int = 64
+    metas: dict[str, CheckpointMeta] = field(default_factory=dict, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.dynamics.parameters()).device
+
+    def simulate(self, case: "Case", plans: "Sequence[Plan | str] | Plan | str", samples: int = 5, seed: int = 0,
+                 steps: int = 25, guidance: float = 2.0,
+                 progress: ProgressFn | None = None) -> "SimulationResult":
+        """Simulate the post-treatment crop of ``case`` under each plan; see `pipelines.worldmodel.simulate`."""
+        from pipelines.worldmodel.simulate import simulate
+
+        return simulate(self, case, plans, samples=samples, seed=seed, steps=steps, guidance=guidance,
+                        progress=progress)
+
+
+def _load(root: Path, kind: str, build) -> tuple[torch.nn.Module, CheckpointMeta]:
+    model, meta = load_checkpoint(root / kind, kind=kind, build=build, command=TRAIN_COMMANDS[kind])
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, meta
+
+
+def _dynamics_extra(meta: CheckpointMeta, directory: Path) -> tuple[CropConfig, float, dict[str, Any], dict]:
+    """The crop, margin, scheduler and autoencoder record of the dynamics trainer, checked."""
+    extra, command = meta.extra, TRAIN_COMMANDS["dynamics"]
+    missing = [k for k in ("scheduler", "crop", "autoencoder") if k not in extra]
+    if missing:
+        raise CheckpointNotFoundError(f"The dynamics checkpoint in {directory} does not record {', '.join(missing)} "
+                                      f"(its config.json 'extra'); it was not made by this version's trainer. "
+                                      f"Re-make it with `{command}`.")
+    try:
+        crop = CropConfig(tuple(extra["crop"]["spacing"]), tuple(extra["crop"]["size"]))
+        margin = float(extra["crop"]["change_margin_mm"])
+        scheduler = {k: extra["scheduler"][k] for k in DDIM_KEYS}
+        trained_on = dict(extra["autoencoder"])
+        if not isinstance(trained_on["config"], dict):
+            raise TypeError(f"autoencoder config is {trained_on['config']!r}, not a dict")
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointNotFoundError(f"The dynamics checkpoint in {directory} has an unreadable crop, scheduler or "
+                                      f"autoencoder record ({type(e).__name__}: {e}). Re-make it with "
+                                      f"`{command}`.") from e
+    if not (math.isfinite(margin) and margin >= 0):
+        raise CheckpointNotFoundError(f"The dynamics checkpoint in {directory} records change_margin_mm={margin!r}; "
+                                      f"it must be >= 0. Re-make it with `{command}`.")
+    return crop, margin, scheduler, trained_on
+
+
+def _check_autoencoder(trained_on: dict, ae_meta: CheckpointMeta, root: Path) -> None:
+    """The autoencoder must be the one the dynamics model was trained on: same config and, when the trainer
+    recorded it, the same weights (sha256 of ``model.pt``)."""
+    fix = (f"Use the autoencoder it was trained with, or re-train the dynamics model on this one: "
+           f"`{TRAIN_COMMANDS['dynamics']}`.")
+    if trained_on["config"] != ae_meta.config:
+        raise CheckpointNotFoundError(
+            f"The dynamics model in {root / 'dynamics'} was trained on an autoencoder with config "
+            f"{trained_on['config']}, but {root / 'autoencoder'} holds one with config {ae_meta.config}. {fix}")
+    expected = trained_on.get("weights_sha256")
+    if expected:
+        actual = hashlib.sha256((root / "autoencoder" / "model.pt").read_bytes()).hexdigest()
+        if actual != expected:
+            raise CheckpointNotFoundError(
+                f"The autoencoder weights in {root / 'autoencoder'} (sha256 {actual[:12]}…) are not the ones the "
+                f"dynamics model was trained on (sha256 {expected[:12]}…), so its latents mean something else. {fix}")
+
+
+def load_world_model(weights_dir: str | os.PathLike | None = None, max_batch: int = 64) -> WorldModel:
+    """Load ``autoencoder/``, ``dynamics/`` and ``segmentation/`` from ``weights_dir`` and check they fit together.
+
+    Args:
+        weights_dir: the weights folder; default the configured ``[worldmodel] weights_dir`` (``models/weights``;
+            environment override ``MEWM_WORLDMODEL__WEIGHTS_DIR``).
+        max_batch: most rows per denoiser call in `WorldModel.simulate`.
+
+    Raises:
+        CheckpointNotFoundError: a checkpoint is missing or unreadable, or the three do not fit together (the
+            dynamics model was trained on another autoencoder, or the crop size does not suit the networks); the
+            message names the ``mewm train`` command that makes the checkpoint to replace.
+    """
+    if weights_dir is None:
+        from pipelines.config import load_config
+
+        weights_dir = load_config().worldmodel.weights_dir
+    root = Path(weights_dir).expanduser()
+    if max_batch < 2:
+        raise ValueError(f"load_world_model: max_batch must be >= 2 (classifier-free guidance pairs), got "
+                         f"{max_batch!r}.")
+
+    # 1. the three checkpoints (each missing one names its command)
+    autoencoder, ae_meta = _load(root, "autoencoder", lambda c: CropAutoencoder(**c))
+    dynamics, dyn_meta = _load(root, "dynamics", lambda c: TumourDynamicsModel(**c))
+    segmenter, seg_meta = _load(root, "segmentation", lambda c: CropSegmenter(**c))
+
+    # 2. do they fit together?
+    crop, margin, scheduler, trained_on = _dynamics_extra(dyn_meta, root / "dynamics")
+    _check_autoencoder(trained_on, ae_meta, root)
+    seg_spacing = (seg_meta.extra.get("crop") or {}).get("spacing")
+    if seg_spacing is not None and tuple(float(s) for s in seg_spacing) != crop.spacing:
+        raise CheckpointNotFoundError(
+            f"The segmentation model in {root / 'segmentation'} was trained on {tuple(seg_spacing)} mm crops but the "
+            f"dynamics model simulates {crop.spacing} mm crops. Re-make it at that spacing: "
+            f"`{TRAIN_COMMANDS['segmentation']}`.")
+    if dynamics.config["latent_channels"] != autoencoder.config["latent_channels"]:
+        raise CheckpointNotFoundError(
+            f"The dynamics model expects {dynamics.config['latent_channels']} latent channels but the autoencoder "
+            f"makes {autoencoder.config['latent_channels']}. Re-make it with `{TRAIN_COMMANDS['dynamics']}`.")
+    for name, divisor in (("autoencoder", autoencoder.downsampling), ("segmentation", segmenter.divisor)):
+        if any(s % divisor for s in crop.crop_size):
+            raise CheckpointNotFoundError(
+                f"The dynamics model's crop size {crop.crop_size} is not divisible by {divisor}, which the "
+                f"{name} network needs. Re-make it with `{TRAIN_COMMANDS[name]}` for that crop size.")
+    return WorldModel(autoencoder=autoencoder, dynamics=dynamics, segmenter=segmenter, crop=crop,
+                      change_margin_mm=margin, scheduler=scheduler, weights_dir=root, max_batch=int(max_batch),
+                      metas={"autoencoder": ae_meta, "dynamics": dyn_meta, "segmentation": seg_meta})

@@ -1,0 +1,207 @@
+"""Batched action-conditioned sampling (`pipelines.worldmodel.simulate`), its weights loader and `mewm simulate`,
+on tiny random checkpoints (tests/pipelines/worldmodel/simulate_helpers.py)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from models.errors import CheckpointNotFoundError, EmptyMaskError, LesionTooLargeError, PlanValidationError
+from pipelines.caseio.nifti import read_nifti, write_nifti
+from pipelines.worldmodel.simulate import sample_noise
+from pipelines.worldmodel.weights import load_world_model
+from simulate_helpers import MARGIN_MM, make_case, write_tiny_weights
+
+PLAN_A = "Lobaplatin; Epirubicin; Lipiodol"
+PLAN_B = "Gelatin Sponge"
+FAST = {"samples": 2, "steps": 2}
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory):
+    return write_tiny_weights(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="module")
+def world(weights_dir):
+    return load_world_model(weights_dir)
+
+
+@pytest.fixture(scope="module")
+def case():
+    return make_case()
+
+
+@pytest.fixture(scope="module")
+def result(world, case):
+    return world.simulate(case, [PLAN_A, PLAN_B], seed=0, **FAST)
+
+
+def test_result_shapes_and_volumes(result):
+    assert [p.plan.canonical() for p in result.plans] == [PLAN_A, PLAN_B]
+    for p in result.plans:
+        assert p.crops_hu.shape == (2, 16, 16, 16) and p.crops_hu.dtype == np.float32
+        assert p.labels.shape == (2, 16, 16, 16) and p.labels.dtype == np.uint8
+        assert set(p.volumes) == {"viable_tumour", "necrosis", "lipiodol"}
+        viable = (p.labels == 2).sum(axis=(1, 2, 3)) * 0.125  # 5 mm voxels = 0.125 ml
+        np.testing.assert_allclose(p.volumes["viable_tumour"], viable)
+        np.testing.assert_allclose(p.changes["viable_tumour"], viable - result.pre_volumes["viable_tumour"])
+        s = p.summary["viable_tumour"]
+        assert s.mean_ml == pytest.approx(viable.mean()) and s.sd_ml == pytest.approx(np.std(viable, ddof=1))
+        assert s.mean_change_ml == pytest.approx(viable.mean() - result.pre_volumes["viable_tumour"])
+    assert result.pre_volumes["viable_tumour"] == pytest.approx((result.pre_labels == 2).sum() * 0.125)
+    assert result.denoiser_passes == 2 and result.denoiser_rows == 2 * 2 * 2  # P·T rows, doubled by guidance
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert data["plans"][1]["plan"] == PLAN_B and data["seed"] == 0 and data["steps"] == 2
+    assert len(data["plans"][0]["volumes_ml"]["viable_tumour"]) == 2
+
+
+def test_same_seed_same_outputs_other_seed_differs(world, case, result):
+    again = world.simulate(case, [PLAN_A, PLAN_B], seed=0, **FAST)
+    other = world.simulate(case, [PLAN_A, PLAN_B], seed=1, **FAST)
+    for p, q, r in zip(result.plans, again.plans, other.plans):
+        np.testing.assert_array_equal(p.crops_hu, q.crops_hu)
+        np.testing.assert_array_equal(p.labels, q.labels)
+        assert np.abs(p.crops_hu - r.crops_hu).max() > 1.0
+
+
+def test_noise_is_per_sample_and_shared_by_plans():
+    five = sample_noise(7, 5, (2, 4, 4, 4))
+    np.testing.assert_array_equal(sample_noise(7, 2, (2, 4, 4, 4)), five[:2])  # sample t ignores T
+    assert not torch.equal(five[0], five[1])
+
+
+def test_the_plan_reaches_the_output(world, result):
+    a, b = result.plans[0].crops_hu, result.plans[1].crops_hu  # same seed: same initial noise for both plans
+    assert np.abs(a - b)[:, result.region].max() > 1.0
+    null = world.dynamics.encode_plans([None])
+    plan = world.dynamics.encode_plans([result.plans[0].plan])
+    assert not torch.allclose(null, plan)
+
+
+def test_voxels_outside_the_change_region_are_the_pre_crop(result):
+    outside = ~result.region
+    assert outside.any() and result.region.any()
+    for p in result.plans:
+        for t in range(2):
+            np.testing.assert_array_equal(p.crops_hu[t][outside], result.pre_hu[outside])
+            np.testing.assert_array_equal(p.labels[t][outside], result.pre_labels[outside])
+
+
+def test_batched_equals_one_plan_at_a_time_and_chunked(world, case, result):
+    for i, text in enumerate([PLAN_A, PLAN_B]):
+        alone = world.simulate(case, text, seed=0, **FAST)
+        np.testing.assert_allclose(alone.plans[0].crops_hu, result.plans[i].crops_hu, atol=1e-4 * 775)  # HU scale
+    chunked = replace(world, max_batch=2)  # one plan-and-null pair per denoiser call
+    split = chunked.simulate(case, [PLAN_A, PLAN_B], seed=0, **FAST)
+    assert split.denoiser_passes == 4 * 2
+    for p, q in zip(result.plans, split.plans):
+        np.testing.assert_allclose(p.crops_hu, q.crops_hu, atol=1e-4 * 775)
+
+
+@pytest.mark.parametrize("plans, rule", [
+    ("Cisplatin; Lobaplatin; Lipiodol", "R1"),
+    (["Epirubicin; Lipiodol", "Epirubicin"], "R5"),
+    ([], "format"),
+])
+def test_invalid_plan_raises_naming_the_rule(world, case, plans, rule):
+    with pytest.raises(PlanValidationError) as e:
+        world.simulate(case, plans, **FAST)
+    assert e.value.rule.startswith(rule)
+
+
+def test_bad_counts_raise(world, case):
+    for kwargs in ({"samples": 0}, {"steps": 0}, {"steps": 5000}, {"guidance": float("nan")}):
+        with pytest.raises(ValueError):
+            world.simulate(case, PLAN_A, **{**FAST, **kwargs})
+
+
+def test_case_without_tumour_raises_empty_mask(world):
+    with pytest.raises(EmptyMaskError, match="no tumour mask"):
+        world.simulate(make_case("liver-only", tumour_radius_mm=None), PLAN_A, **FAST)
+
+
+def test_lesion_larger_than_the_crop_raises(world):
+    with pytest.raises(LesionTooLargeError, match="80 × 80 × 80 mm crop"):
+        world.simulate(make_case("huge", tumour_radius_mm=45.0), PLAN_A, **FAST)
+
+
+def test_paste_back_changes_only_the_change_region(result, case):
+    pasted = result.paste_back(1, 0)
+    assert pasted.ct.shape == case.ct.shape and np.allclose(pasted.ct.affine, case.ct.affine)
+    changed = pasted.ct.array != case.ct.array
+    assert changed.any()
+    # every changed voxel lies within the change margin of the tumour (and in the liver)
+    assert np.all(case.labels.array[changed] >= 1)
+    with pytest.raises(IndexError):
+        result.paste_back(2, 0)
+
+
+def test_missing_weights_name_the_command(tmp_path, weights_dir):
+    with pytest.raises(CheckpointNotFoundError, match="mewm train autoencoder"):
+        load_world_model(tmp_path)
+    partial = tmp_path / "partial"
+    shutil.copytree(weights_dir, partial)
+    shutil.rmtree(partial / "dynamics")
+    with pytest.raises(CheckpointNotFoundError, match="mewm train dynamics"):
+        load_world_model(partial)
+
+
+def test_autoencoder_from_another_config_is_refused(tmp_path):
+    root = write_tiny_weights(tmp_path, autoencoder_config={"channels": (4, 4, 4), "latent_channels": 2,
+                                                             "norm_num_groups": 4})
+    with pytest.raises(CheckpointNotFoundError, match="trained on an autoencoder with config"):
+        load_world_model(root)
+
+
+def test_weights_dir_from_the_config_environment(weights_dir, monkeypatch):
+    monkeypatch.setenv("MEWM_WORLDMODEL__WEIGHTS_DIR", str(weights_dir))
+    world = load_world_model()
+    assert world.weights_dir == weights_dir and world.change_margin_mm == MARGIN_MM
+
+
+def _manifest_with(case, root):
+    root.mkdir()
+    write_nifti(case.ct, root / "ct.nii.gz")
+    write_nifti(case.labels, root / "labels.nii.gz")
+    with (root / "manifest.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([["case_id", "ct", "labels"], [case.case_id, "ct.nii.gz", "labels.nii.gz"]])
+    return root / "manifest.csv"
+
+
+def test_cli_simulate_writes_volumes_and_json(tmp_path, weights_dir, case, capsys):
+    from pipelines.cli import main
+
+    manifest = _manifest_with(case, tmp_path / "cohort")
+    out = tmp_path / "out"
+    code = main(["simulate", "--case", f"{manifest}#{case.case_id}", "--plan", PLAN_A, "--plan", PLAN_B,
+                 "--samples", "2", "--steps", "2", "--seed", "3", "--weights", str(weights_dir), "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert PLAN_A in printed and PLAN_B in printed and "±" in printed
+    data = json.loads((out / "simulation.json").read_text())
+    assert data["seed"] == 3 and data["samples"] == 2 and [p["plan"] for p in data["plans"]] == [PLAN_A, PLAN_B]
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz"))
+    assert len(files) == 2 * 2 * 4  # plans × samples × (crop CT, crop labels, full CT, full labels)
+    full = read_nifti(out / data["plans"][0]["files"][1]["ct"])
+    assert full.shape == case.ct.shape
+    # a second run into the same folder is refused rather than mixing results
+    assert main(["simulate", "--case", f"{manifest}#{case.case_id}", "--plan", PLAN_A, "--samples", "1",
+                 "--steps", "1", "--weights", str(weights_dir), "--out", str(out)]) == 2
+    assert "already" in capsys.readouterr().err
+
+
+def test_cli_simulate_missing_weights_is_one_plain_line(tmp_path, capsys):
+    from pipelines.cli import main
+
+    code = main(["simulate", "--case", "nowhere", "--plan", PLAN_A, "--samples", "1", "--out", str(tmp_path / "o"),
+                 "--weights", str(tmp_path / "none")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "mewm train autoencoder" in err and "Traceback" not in err

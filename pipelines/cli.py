@@ -34,6 +34,29 @@ def _cmd_cohort_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from models.errors import ConfigError
+    from pipelines.progress import TqdmProgress
+    from pipelines.worldmodel import train
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {args.threads}.")
+        torch.set_num_threads(args.threads)
+    common = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=args.resume,
+                  progress=None if args.quiet else TqdmProgress(f"train {args.model}", "step"))
+    if args.model == "dynamics":
+        if not args.autoencoder:
+            raise ConfigError("`mewm train dynamics` needs --autoencoder DIR (made by `mewm train autoencoder`).")
+        report = train.train_dynamics(args.manifest, args.autoencoder, args.out, **common)
+    else:
+        report = getattr(train, f"train_{args.model}")(args.manifest, args.out, **common)
+    print(report.summary())
+    return 0
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from pipelines.config import load_config
     from pipelines.progress import TqdmProgress
@@ -79,6 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--overwrite", action="store_true", help="replace an existing cohort in --out")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_cmd_cohort_generate)
+
+    tr = sub.add_parser("train", help="train a world-model network on a cohort manifest")
+    tr.add_argument("model", choices=("autoencoder", "segmentation", "dynamics"), help="which network")
+    tr.add_argument("--manifest", required=True, help="cohort manifest.csv (or its folder)")
+    tr.add_argument("--out", required=True, help="output directory (checkpoint, MODEL_CARD.md, train_log.jsonl)")
+    tr.add_argument("--autoencoder", help="trained autoencoder directory (dynamics only)")
+    tr.add_argument("--steps", type=int, help="optimiser steps (default per model: worldmodel.train.DEFAULTS)")
+    tr.add_argument("--batch-size", type=int, help="batch size (default per model)")
+    tr.add_argument("--lr", type=float, help="learning rate (default per model)")
+    tr.add_argument("--seed", type=int, default=0, help="random seed (same seed, same weights)")
+    tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    tr.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_cmd_train)
 
     sim = sub.add_parser("simulate", help="simulate the post-TACE tumour of a case under one or more plans")
     sim.add_argument("--case", required=True,

@@ -1,0 +1,285 @@
+"""The one training loop of MeWM Workbench's networks: seeded, resumable, logged, validated on held-out cases.
+
+`split_cases` makes the fixed train/validation split of a cohort (a seeded permutation of the sorted case ids; the
+last ``val_fraction`` are held out, whatever the training seed, so every model of the world model holds out the
+same cases). `train_loop` builds a model and trains it for a number of steps on a ``batch_loss(model, generator)``:
+
+1. ``torch.manual_seed(seed)``, then the model is built (seeded initial weights), and a ``torch.Generator`` seeded
+   with ``seed`` draws batches, flips and noise; on resume, model, optimiser, step, both RNG states and the running
+   loss come back from ``<out>/train_state.pt``, so a resumed run gives the same weights as an uninterrupted one;
+2. each step: loss → backward → gradient clipping → AdamW; a non-finite loss stops with `ModelOutputError`;
+3. every ``log_every`` steps a line ``{"step", "loss", "seconds"}`` in ``<out>/train_log.jsonl``; every
+   ``val_every`` steps and at the end ``{"step", "val_loss"}`` (validation runs under a forked RNG, so it never
+   changes the training's random stream); every ``checkpoint_every`` steps and at the end ``train_state.pt``;
+4. at the end ``before_save(model)`` (e.g. the autoencoder's latent scale) and `models.checkpoint.save_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.checkpoint import save_checkpoint
+from models.errors import ConfigError, ManifestError, ModelOutputError
+from pipelines.progress import ProgressFn, resolve_progress
+
+__all__ = ["SPLIT_SEED", "CaseSplit", "split_cases", "LoopSettings", "TrainReport", "train_loop", "STATE_FILE",
+           "LOG_FILE"]
+
+SPLIT_SEED = 0
+STATE_FILE = "train_state.pt"
+LOG_FILE = "train_log.jsonl"
+
+
+# ------------------------------------------------------------------------------------------------ the split
+@dataclass(frozen=True)
+class CaseSplit:
+    """Positions (into the list given to `split_cases`) and ids of the training and held-out validation cases."""
+
+    train: list[int]
+    val: list[int]
+    train_ids: list[str]
+    val_ids: list[str]
+
+
+def split_cases(case_ids: Sequence[str], *, val_fraction: float = 0.1, min_train: int = 2,
+                source: str = "the manifest", skipped: Sequence[dict] = ()) -> CaseSplit:
+    """Hold out the last ``val_fraction`` (at least one) of a `SPLIT_SEED` permutation of the sorted case ids.
+
+    Args:
+        case_ids: the usable cases, in cache order.
+        source: names the data in the error message; ``skipped``: left-out cases (``case_id``, ``reason``) to list.
+
+    Raises:
+        ManifestError: fewer than ``min_train + 1`` usable cases.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"split_cases: val_fraction must be in (0, 1), got {val_fraction!r}.")
+    n = len(case_ids)
+    n_val = max(1, int(round(val_fraction * n)))
+    if n - n_val < min_train:
+        why = "; ".join(f"{s['case_id']}: {s['reason']}" for s in list(skipped)[:5])
+        raise ManifestError(
+            f"{source} has {n} usable case(s){f' ({len(skipped)} skipped: {why})' if skipped else ''}; training "
+            f"needs at least {min_train + n_val} ({min_train} to train, {n_val} held out). Generate a larger cohort "
+            "with `mewm cohort generate --n 200 --out DIR` or add cases with a tumour mask and a post-treatment "
+            "pair.")
+    order = sorted(range(n), key=lambda i: case_ids[i])
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
+    shuffled = [order[p] for p in perm]
+    train, val = sorted(shuffled[:n - n_val]), sorted(shuffled[n - n_val:])
+    return CaseSplit(train, val, [case_ids[i] for i in train], [case_ids[i] for i in val])
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+@dataclass(frozen=True)
+class LoopSettings:
+    """Optimisation and bookkeeping of `train_loop`.
+
+    Attributes:
+        steps: total optimiser steps (a resumed run continues up to this number).
+        batch_size, lr, seed: as the CLI flags; ``weight_decay``: AdamW's; ``grad_clip``: max gradient norm.
+        log_every, val_every, checkpoint_every: intervals in steps (the last step always validates and saves).
+    """
+
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int = 0
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0
+    log_every: int = 10
+    val_every: int = 200
+    checkpoint_every: int = 100
+
+    def __post_init__(self) -> None:
+        bad = {k: getattr(self, k) for k in ("steps", "batch_size", "log_every", "val_every", "checkpoint_every")
+               if int(getattr(self, k)) < 1}
+        if bad or not self.lr > 0:
+            raise ConfigError(f"Training settings must be positive: got {bad or {'lr': self.lr}}.")
+
+    def identity(self) -> dict[str, Any]:
+        """What a resumed run must share with the saved one (the intervals and ``steps`` may change)."""
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("steps", "log_every", "val_every", "checkpoint_every")}
+
+
+@dataclass
+class TrainReport:
+    """What a training run did. ``start_step`` > 0 when it resumed; losses are the last logged ones."""
+
+    kind: str
+    out: Path
+    steps: int
+    start_step: int
+    final_train_loss: float
+    final_val_loss: float
+    seconds: float
+    seconds_per_step: float
+    n_train: int
+    n_val: int
+    model_config: dict[str, Any] = field(default_factory=dict)
+    n_params: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        resumed = f" (resumed at step {self.start_step})" if self.start_step else ""
+        return "\n".join([
+            f"Trained {self.kind}: {self.steps} steps{resumed} on {self.n_train} cases, {self.n_val} held out",
+            f"  final train loss {self.final_train_loss:.5f}, validation loss {self.final_val_loss:.5f}",
+            f"  {self.seconds:.1f} s, {self.seconds_per_step:.3f} s/step",
+            f"  checkpoint, MODEL_CARD.md and {LOG_FILE} in {self.out}",
+        ])
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _append_log(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after ``step`` (by a run that stopped before its next saved state)."""
+    if path.is_file():
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in keep))
+
+
+def _load_state(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"--resume: there is no {path.name} in {path.parent} to resume from. Drop --resume to "
+                          "start training there.")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["identity"] != identity:
+        diff = sorted(k for k in set(identity) | set(state["identity"])
+                      if identity.get(k) != state["identity"].get(k))
+        raise ConfigError(f"--resume: the run in {path.parent} was made with other settings ({', '.join(diff)}: "
+                          f"saved {[state['identity'].get(k) for k in diff]}, now {[identity.get(k) for k in diff]}). "
+                          "Resume with the same settings, or train into a new --out.")
+    return state
+
+
+def train_loop(build_model: Callable[[], nn.Module],
+               batch_loss: Callable[[nn.Module, torch.Generator], torch.Tensor],
+               val_loss: Callable[[nn.Module], float], *, settings: LoopSettings, out: str | os.PathLike, kind: str,
+               identity: dict[str, Any], n_train: int, n_val: int, resume: bool = False,
+               progress: bool | ProgressFn | None = True,
+               before_save: Callable[[nn.Module], dict[str, Any]] | None = None,
+               extra: dict[str, Any] | None = None) -> TrainReport:
+    """Build a model and train it for ``settings.steps`` steps (see the module docstring); save its checkpoint.
+
+    Args:
+        build_model: makes the network (called after ``torch.manual_seed(seed)``, so its initial weights are
+            seeded); it must have a ``config`` dict (its constructor keywords).
+        batch_loss: ``(model, generator)`` → the scalar loss of a training batch drawn with the generator.
+        val_loss: ``model`` → the loss on the fixed held-out cases (called in eval mode under ``torch.no_grad``).
+        kind: the checkpoint kind.
+        identity: data and model settings a resumed run must share (merged with the optimiser settings).
+        before_save: called once after the last step; returns items added to the checkpoint's ``extra``.
+
+    Raises:
+        ConfigError: ``out`` holds a training state and ``resume`` is false, or ``resume`` finds no matching state.
+        ModelOutputError: the loss became NaN or infinite.
+    """
+    # 1. prepare: output folder, RNGs, optimiser, state
+    out = Path(out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    state_path, log_path = out / STATE_FILE, out / LOG_FILE
+    torch.manual_seed(settings.seed)
+    model = build_model()
+    identity = {"kind": kind, "model": getattr(model, "config", None), **settings.identity(), **identity}
+    identity = json.loads(json.dumps(identity))  # as it reads back (tuples → lists)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    generator = torch.Generator().manual_seed(settings.seed)
+    if resume:
+        state = _load_state(state_path, identity)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start, running, last = state["step"], state["running"], state["last"]
+        _truncate_log(log_path, start)
+    else:
+        if state_path.exists():
+            raise ConfigError(f"{out} already holds a training run ({STATE_FILE}); pass --resume to continue it, or "
+                              "choose a new --out.")
+        start, running, last = 0, [0.0, 0], {"loss": math.nan, "val_loss": math.nan}
+        log_path.write_text("")
+    if start > settings.steps:
+        raise ConfigError(f"--resume: the run in {out} is already at step {start}, beyond --steps {settings.steps}.")
+
+    def validate(step: int) -> None:
+        model.eval()
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            last["val_loss"] = float(val_loss(model))
+        model.train()
+        _append_log(log_path, {"step": step, "val_loss": last["val_loss"]})
+
+    def checkpoint(step: int) -> None:
+        _save_state(state_path, {"step": step, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                                 "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                                 "running": list(running), "last": dict(last), "identity": identity})
+
+    # 2. the loop
+    report = resolve_progress(progress, f"train {kind}", "step")
+    t0 = time.perf_counter()
+    model.train()
+    for step in range(start + 1, settings.steps + 1):
+        loss = batch_loss(model, generator)
+        if not torch.isfinite(loss):
+            raise ModelOutputError(f"Training {kind} diverged at step {step}: the loss is {loss.item()}. Lower --lr "
+                                   f"(now {settings.lr:g}) or resume from the last saved state.")
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        optimiser.step()
+        running[0] += float(loss.detach())
+        running[1] += 1
+        if step % settings.log_every == 0 or step == settings.steps:
+            last["loss"] = running[0] / running[1]
+            running[:] = [0.0, 0]
+            _append_log(log_path, {"step": step, "loss": last["loss"], "seconds": round(time.perf_counter() - t0, 3)})
+        if step % settings.val_every == 0 or step == settings.steps:
+            validate(step)
+        if step % settings.checkpoint_every == 0 or step == settings.steps:
+            checkpoint(step)
+        if report:
+            report(step, settings.steps, f"loss {last['loss']:.4f}")
+    seconds = time.perf_counter() - t0
+    if math.isnan(last["val_loss"]):  # resumed at the final step of a run that never validated
+        validate(settings.steps)
+
+    # 3. the checkpoint
+    extra = dict(extra or {})
+    if before_save is not None:
+        model.eval()
+        with torch.no_grad():
+            extra.update(before_save(model))
+        model.train()
+    save_checkpoint(out, model, kind=kind, config=model.config, extra=extra)
+    done = settings.steps - start
+    return TrainReport(kind=kind, out=out, steps=settings.steps, start_step=start, final_train_loss=last["loss"],
+                       final_val_loss=last["val_loss"], seconds=seconds,
+                       seconds_per_step=seconds / done if done else math.nan, n_train=n_train, n_val=n_val,
+                       model_config=model.config, n_params=sum(p.numel() for p in model.parameters()), extra=extra)

@@ -1,0 +1,457 @@
+"""The crop cache of the world model's training data, and the torch datasets of the three trainers.
+
+`build_crop_cache` reads a cohort manifest (`pipelines.manifest`), loads each case (`load_manifest_case`) and crops it
+around its largest lesion with `pipelines.preprocess.preprocess_case` (RAS, ``spacing`` mm, HU window → [-1, 1]).
+Each usable case becomes one ``<case_id>.npz``::
+
+    pre, post                (X, Y, Z) float16 in [-1, 1]   pre- and post-treatment CT crops
+    pre_labels, post_labels  (X, Y, Z) uint8                `pipelines.volume.LABELS`
+    plan                     canonical plan text ("" when the case has no plan)
+    case_id
+
+and ``index.json`` records the config, the manifest's fingerprint, the cases and the cases skipped (no tumour, no
+post-treatment pair) with the reason; each skip also raises a `CropCacheWarning`. The cache is reused when the
+config and the manifest are unchanged, and written into a temporary folder renamed at the end (never half-written).
+The default folder is ``<manifest dir>/.cache/crops-<key>``.
+
+Datasets (all in memory; a cohort of 200 cases at 48³ is ~90 MB of float32):
+
+- `AutoencoderCrops`: every pre and post CT crop ``(1, X, Y, Z)``; random flips;
+- `SegmentationCrops`: (crop, labels) pairs, pre and post; the same flips on both;
+- `LatentPairs`: the autoencoder's latents of the pre and post crops (computed once and cached beside the crops),
+  the tumour and change-region masks at latent resolution (`pipelines.worldmodel.regions.latent_masks`), and each
+  case's `Plan`.
+
+Each has ``sample_batch(batch_size, generator)`` drawing a batch with replacement from a seeded `torch.Generator`,
+and ``all_batches(batch_size)`` for a fixed, ordered pass (validation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from models.errors import CaseIOError, EmptyMaskError, ManifestError, MeWMWarning
+from models.plan import Plan
+from pipelines.manifest import FILE_COLUMNS, ManifestRecord, load_manifest_case, read_manifest
+from pipelines.progress import ProgressFn, resolve_progress
+
+__all__ = ["CACHE_FORMAT", "CropCacheWarning", "CropConfig", "CropCache", "build_crop_cache", "AutoencoderCrops",
+           "SegmentationCrops", "LatentPairs", "LatentBatch", "random_flips"]
+
+CACHE_FORMAT = 1
+
+
+class CropCacheWarning(MeWMWarning):
+    """A manifest case was left out of the crop cache (no tumour, no post-treatment pair)."""
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """How crops are made: voxel size (mm) and shape (voxels) of `preprocess_case`."""
+
+    spacing: tuple[float, float, float] = (2.0, 2.0, 2.0)
+    crop_size: tuple[int, int, int] = (48, 48, 48)
+
+    def __post_init__(self) -> None:
+        spacing = tuple(float(s) for s in self.spacing)
+        size = tuple(int(s) for s in self.crop_size)
+        if len(spacing) != 3 or len(size) != 3 or min(spacing) <= 0 or min(size) < 1:
+            raise ValueError(f"CropConfig needs three positive spacings and sizes, got spacing={self.spacing!r}, "
+                             f"crop_size={self.crop_size!r}.")
+        object.__setattr__(self, "spacing", spacing)
+        object.__setattr__(self, "crop_size", size)
+
+    def to_dict(self) -> dict[str, list]:
+        return {"spacing": list(self.spacing), "crop_size": list(self.crop_size)}
+
+
+# ------------------------------------------------------------------------------------------------ fingerprints
+def _manifest_path(manifest: str | os.PathLike) -> Path:
+    path = Path(manifest).expanduser().resolve()
+    return path / "manifest.csv" if path.is_dir() else path
+
+
+def _manifest_fingerprint(path: Path, records: list[ManifestRecord]) -> str:
+    """sha256 of manifest.csv, manifest.json (if any) and the name and size of every file the manifest names."""
+    h = hashlib.sha256(path.read_bytes())
+    meta = path.with_suffix(".json")
+    if meta.is_file():
+        h.update(meta.read_bytes())
+    for r in records:
+        for col in FILE_COLUMNS:
+            p = getattr(r, col)
+            if p:
+                h.update(f"{r.case_id}/{col}:{Path(p).stat().st_size};".encode())
+    return h.hexdigest()
+
+
+def _cache_key(config: CropConfig, fingerprint: str) -> str:
+    text = json.dumps({"format": CACHE_FORMAT, "config": config.to_dict(), "manifest": fingerprint}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _is_synthetic(path: Path) -> bool:
+    meta = path.with_suffix(".json")
+    if not meta.is_file():
+        return False
+    try:
+        return bool(json.loads(meta.read_text()).get("synthetic", False))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ManifestError(f"The manifest's metadata {meta} is not readable JSON ({e}); fix or remove it.") from e
+
+
+# ------------------------------------------------------------------------------------------------ the cache
+@dataclass
+class CropCache:
+    """A built crop cache (see the module docstring). Open one with `build_crop_cache` or `CropCache.open`.
+
+    Attributes:
+        directory: the cache folder.
+        manifest: the manifest it was built from.
+        config: `CropConfig`.
+        entries: one dict per usable case: ``case_id``, ``file`` (npz name), ``plan`` (canonical text or ``None``).
+        skipped: one dict per left-out case: ``case_id``, ``reason``.
+        synthetic: the manifest's ``manifest.json`` says the cohort is synthetic.
+        reused: this call found the cache already built.
+    """
+
+    directory: Path
+    manifest: Path
+    config: CropConfig
+    entries: list[dict[str, Any]]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    synthetic: bool = False
+    key: str = ""
+    reused: bool = False
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike) -> "CropCache":
+        """Read ``index.json`` of a built cache. Raises `CaseIOError` when it is missing or unreadable."""
+        directory = Path(directory)
+        try:
+            index = json.loads((directory / "index.json").read_text())
+            return cls(directory=directory, manifest=Path(index["manifest"]),
+                       config=CropConfig(**index["config"]), entries=list(index["cases"]),
+                       skipped=list(index["skipped"]), synthetic=bool(index["synthetic"]), key=index["key"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CaseIOError(f"{directory} is not a readable crop cache ({e}). Rebuild it with build_crop_cache "
+                              "(or delete the folder).") from e
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def case_ids(self) -> list[str]:
+        return [e["case_id"] for e in self.entries]
+
+    def load(self, i: int) -> dict[str, Any]:
+        """Case ``i``: ``pre``/``post`` float32 ``(X, Y, Z)`` in [-1, 1], ``pre_labels``/``post_labels`` uint8,
+        ``plan`` (canonical text or ``None``), ``case_id``."""
+        entry = self.entries[i]
+        with np.load(self.directory / entry["file"]) as z:
+            return {"pre": z["pre"].astype(np.float32), "post": z["post"].astype(np.float32),
+                    "pre_labels": z["pre_labels"], "post_labels": z["post_labels"],
+                    "plan": str(z["plan"]) or None, "case_id": str(z["case_id"])}
+
+
+def _reused(directory: Path) -> CropCache:
+    cache = CropCache.open(directory)
+    cache.reused = True
+    return cache
+
+
+def _crop_case(record: ManifestRecord, config: CropConfig) -> dict[str, np.ndarray] | str:
+    """The npz arrays of one case, or the reason it cannot be used."""
+    from pipelines.preprocess import preprocess_case
+
+    if not (record.labels and record.post_ct and record.post_labels):
+        missing = [c for c in ("labels", "post_ct", "post_labels") if not getattr(record, c)]
+        return f"no {', '.join(missing)} in the manifest"
+    case = load_manifest_case(record)
+    try:
+        sample = preprocess_case(case, spacing=config.spacing, crop_size=config.crop_size)
+    except EmptyMaskError as e:
+        return f"empty tumour mask ({e})"
+    plan = case.plan.canonical() if case.plan is not None else ""
+
+    def arr(t, dtype):
+        return t[0].detach().cpu().numpy().astype(dtype)
+
+    return {"pre": arr(sample.image, np.float16), "pre_labels": arr(sample.labels, np.uint8),
+            "post": arr(sample.post_image, np.float16), "post_labels": arr(sample.post_labels, np.uint8),
+            "plan": np.array(plan), "case_id": np.array(record.case_id)}
+
+
+def build_crop_cache(manifest: str | os.PathLike, cache_dir: str | os.PathLike | None = None, *,
+                     spacing: Sequence[float] = (2.0, 2.0, 2.0), crop_size: Sequence[int] = (48, 48, 48),
+                     progress: bool | ProgressFn | None = True) -> CropCache:
+    """Crop every case of ``manifest`` once (or reuse the cache made with the same config and manifest).
+
+    Args:
+        manifest: ``manifest.csv`` or its folder.
+        cache_dir: where to write; default ``<manifest dir>/.cache/crops-<key>`` (key of config + manifest).
+        spacing, crop_size: `preprocess_case` settings (mm, voxels).
+        progress: ``True`` a tqdm bar, a `ProgressFn`, or ``None``.
+
+    Returns:
+        the `CropCache` (``reused`` tells whether it was already built).
+
+    Raises:
+        ManifestError: no or malformed manifest; CaseIOError: a case file cannot be loaded, or ``cache_dir`` holds
+        something that is not a crop cache. Cases without a tumour or a post-treatment pair are skipped with a
+        `CropCacheWarning` and listed in ``skipped``.
+    """
+    # 1. check inputs, fingerprint the manifest
+    config = CropConfig(tuple(spacing), tuple(crop_size))
+    path = _manifest_path(manifest)
+    records = read_manifest(path)
+    key = _cache_key(config, _manifest_fingerprint(path, records))
+    directory = (Path(cache_dir).expanduser().resolve() if cache_dir is not None
+                 else path.parent / ".cache" / f"crops-{key}")
+
+    # 2. reuse a cache built with the same key
+    if (directory / "index.json").is_file():
+        if CropCache.open(directory).key == key:
+            return _reused(directory)
+    elif directory.exists() and any(directory.iterdir()):
+        raise CaseIOError(f"{directory} is not empty and is not a crop cache (no index.json); choose another "
+                          "cache_dir or empty it.")
+
+    # 3. crop every case into a temporary sibling folder
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    report = resolve_progress(progress, "crop cache", "case")
+    entries, skipped = [], []
+    try:
+        for i, record in enumerate(records):
+            crop = _crop_case(record, config)
+            if isinstance(crop, str):
+                skipped.append({"case_id": record.case_id, "reason": crop})
+                warnings.warn(f"Crop cache: case {record.case_id!r} left out: {crop}.", CropCacheWarning,
+                              stacklevel=2)
+            else:
+                name = f"{record.case_id}.npz"
+                np.savez_compressed(tmp / name, **crop)
+                entries.append({"case_id": record.case_id, "file": name, "plan": str(crop["plan"]) or None})
+            if report:
+                report(i + 1, len(records), record.case_id)
+        index = {"format": CACHE_FORMAT, "key": key, "manifest": str(path), "config": config.to_dict(),
+                 "synthetic": _is_synthetic(path), "cases": entries, "skipped": skipped,
+                 "n_manifest": len(records)}
+        (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+        # 4. swap it in, unless a concurrent build of the same key finished first; replace a stale cache
+        if (directory / "index.json").is_file() and CropCache.open(directory).key == key:
+            return _reused(directory)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return CropCache.open(directory)
+
+
+# ------------------------------------------------------------------------------------------------ datasets
+def random_flips(tensors: Sequence[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
+    """Flip each sample of a batch along each spatial axis with probability 1/2; all ``tensors`` alike.
+
+    Args:
+        tensors: ``(B, C, X, Y, Z)`` tensors of one batch (e.g. image and labels).
+        generator: the seeded source of the flips (``(B, 3)`` coin tosses drawn from it).
+    """
+    b = tensors[0].shape[0]
+    coins = torch.rand((b, 3), generator=generator) < 0.5
+    out = [t.clone() for t in tensors]
+    for i in range(b):
+        axes = [2 + a for a in range(3) if coins[i, a]]
+        if axes:
+            for t in out:
+                t[i] = torch.flip(t[i:i + 1], dims=axes)[0]
+    return out
+
+
+def _check_indices(cache: CropCache, indices: Sequence[int] | None) -> list[int]:
+    indices = list(range(len(cache))) if indices is None else [int(i) for i in indices]
+    if not indices:
+        raise ValueError("A crop dataset needs at least one case; got an empty selection.")
+    bad = [i for i in indices if not 0 <= i < len(cache)]
+    if bad:
+        raise IndexError(f"Case indices {bad} are outside the cache's {len(cache)} cases.")
+    return indices
+
+
+class _CropTensors(Dataset):
+    """Pre and post crops of the chosen cases, stacked in memory: ``images`` ``(2 N, 1, X, Y, Z)`` float32 in
+    [-1, 1] and ``labels`` ``(2 N, 1, X, Y, Z)`` uint8 (pre crops first, then post, each in case order)."""
+
+    def __init__(self, cache: CropCache, indices: Sequence[int] | None = None) -> None:
+        self.indices = _check_indices(cache, indices)
+        items = [cache.load(i) for i in self.indices]
+        self.case_ids = [d["case_id"] for d in items]
+        self.images = torch.from_numpy(np.stack([d[k] for k in ("pre", "post") for d in items]))[:, None]
+        self.labels = torch.from_numpy(np.stack([d[k] for k in ("pre_labels", "post_labels") for d in items]))[:, None]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def _pick(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(len(self), (batch_size,), generator=generator)
+
+
+class AutoencoderCrops(_CropTensors):
+    """Every pre and post CT crop of the chosen cases; item ``i`` is ``(1, X, Y, Z)`` float32 in [-1, 1]."""
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator, augment: bool = True) -> torch.Tensor:
+        """``(batch_size, 1, X, Y, Z)`` crops drawn with replacement from ``generator``, randomly flipped."""
+        x = self.images[self._pick(batch_size, generator)]
+        return random_flips([x], generator)[0] if augment else x
+
+    def all_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        for s in range(0, len(self), batch_size):
+            yield self.images[s:s + batch_size]
+
+
+class SegmentationCrops(_CropTensors):
+    """(crop, labels) of every pre and post crop; item ``i`` is ``((1, X, Y, Z) float32, (1, X, Y, Z) int64)``."""
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.labels[i].long()
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator,
+                     augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``(B, 1, X, Y, Z)`` and labels ``(B, 1, X, Y, Z)`` drawn from ``generator``, flipped alike."""
+        idx = self._pick(batch_size, generator)
+        x, y = self.images[idx], self.labels[idx].long()
+        if augment:
+            x, y = random_flips([x, y], generator)
+        return x, y
+
+    def all_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for s in range(0, len(self), batch_size):
+            yield self.images[s:s + batch_size], self.labels[s:s + batch_size].long()
+
+
+@dataclass
+class LatentBatch:
+    """A batch of the dynamics model's training pairs.
+
+    Attributes:
+        pre: ``(B, C, x, y, z)`` scaled latent of the pre-treatment crop.
+        post: ``(B, C, x, y, z)`` scaled latent of the post-treatment crop (the diffusion target).
+        masks: ``(B, 2, x, y, z)`` tumour and change-region fractions at latent resolution.
+        plans: the ``B`` administered plans.
+    """
+
+    pre: torch.Tensor
+    post: torch.Tensor
+    masks: torch.Tensor
+    plans: list[Plan]
+
+
+class LatentPairs(Dataset):
+    """The dynamics model's training pairs: autoencoder latents of each case's pre and post crop, masks, plan.
+
+    Build with `LatentPairs.from_cache`, which encodes every crop once with the autoencoder (eval mode, posterior
+    mean × ``scale_factor``) and stores the latents beside the crops (``latents-<key>.pt``, keyed by the
+    autoencoder's weights and the change margin), so a second run or a resumed one does not encode again.
+    No flips: a flipped latent is not the latent of the flipped image.
+    """
+
+    def __init__(self, pre: torch.Tensor, post: torch.Tensor, masks: torch.Tensor, plans: list[Plan],
+                 case_ids: list[str]) -> None:
+        if not (pre.shape == post.shape and pre.shape[0] == masks.shape[0] == len(plans) == len(case_ids)):
+            raise ValueError(f"LatentPairs: inconsistent sizes pre {tuple(pre.shape)}, post {tuple(post.shape)}, "
+                             f"masks {tuple(masks.shape)}, {len(plans)} plans, {len(case_ids)} case ids.")
+        self.pre, self.post, self.masks, self.plans, self.case_ids = pre, post, masks, plans, case_ids
+
+    @classmethod
+    def from_cache(cls, cache: CropCache, autoencoder: torch.nn.Module, indices: Sequence[int] | None = None, *,
+                   change_margin_mm: float, weights_key: str, batch_size: int = 8,
+                   progress: bool | ProgressFn | None = None) -> "LatentPairs":
+        """Encode (or read back) the latents of the chosen cases of ``cache``.
+
+        Args:
+            autoencoder: a `models.autoencoder.CropAutoencoder` with its trained ``scale_factor``.
+            change_margin_mm: margin of `pipelines.worldmodel.regions.change_region`.
+            weights_key: identifies the autoencoder's weights (e.g. a hash of its ``model.pt``).
+
+        Raises:
+            ManifestError: a chosen case has no plan (the dynamics model is conditioned on it).
+        """
+        indices = _check_indices(cache, indices)
+        no_plan = [cache.entries[i]["case_id"] for i in indices if not cache.entries[i]["plan"]]
+        if no_plan:
+            raise ManifestError(f"Cases {no_plan} of {cache.manifest} have no administered plan; the dynamics model "
+                                "needs one per case. Fill the manifest's 'plan' column (or the clinical JSON).")
+        tag = hashlib.sha256(f"{weights_key}|{change_margin_mm}".encode()).hexdigest()[:16]
+        store = cache.directory / f"latents-{tag}.pt"
+        if not store.is_file():
+            _encode_all(cache, autoencoder, store, change_margin_mm, batch_size, progress)
+        saved = torch.load(store, map_location="cpu", weights_only=True)
+        sel = torch.tensor(indices)
+        plans = [Plan.parse(cache.entries[i]["plan"]) for i in indices]
+        return cls(saved["pre"][sel], saved["post"][sel], saved["masks"][sel], plans,
+                   [cache.entries[i]["case_id"] for i in indices])
+
+    def __len__(self) -> int:
+        return self.pre.shape[0]
+
+    def __getitem__(self, i: int) -> LatentBatch:
+        return self._batch(torch.tensor([i]))
+
+    def _batch(self, idx: torch.Tensor) -> LatentBatch:
+        return LatentBatch(self.pre[idx], self.post[idx], self.masks[idx], [self.plans[int(i)] for i in idx])
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> LatentBatch:
+        """``batch_size`` pairs drawn with replacement from ``generator``."""
+        return self._batch(torch.randint(len(self), (batch_size,), generator=generator))
+
+    def all_batches(self, batch_size: int) -> Iterator[LatentBatch]:
+        for s in range(0, len(self), batch_size):
+            yield self._batch(torch.arange(s, min(s + batch_size, len(self))))
+
+
+@torch.no_grad()
+def _encode_all(cache: CropCache, autoencoder: torch.nn.Module, store: Path, change_margin_mm: float,
+                batch_size: int, progress: bool | ProgressFn | None) -> None:
+    """Encode every crop of ``cache`` and write ``{"pre", "post", "masks"}`` to ``store`` atomically."""
+    from pipelines.worldmodel.regions import latent_masks
+
+    was_training = autoencoder.training
+    autoencoder.eval()
+    report = resolve_progress(progress, "encode crops", "case")
+    pre, post, masks = [], [], []
+    try:
+        for s in range(0, len(cache), batch_size):
+            items = [cache.load(i) for i in range(s, min(s + batch_size, len(cache)))]
+            for key, out in (("pre", pre), ("post", post)):
+                x = torch.from_numpy(np.stack([d[key] for d in items]))[:, None]
+                out.append(autoencoder.encode(x))
+            masks.extend(latent_masks(d["pre_labels"], autoencoder.downsampling, cache.config.spacing,
+                                      change_margin_mm)
+                         for d in items)
+            if report:
+                report(s + len(items), len(cache), "")
+    finally:
+        autoencoder.train(was_training)
+    fd, tmp = tempfile.mkstemp(prefix=f".{store.name}.", dir=store.parent)
+    os.close(fd)
+    torch.save({"pre": torch.cat(pre), "post": torch.cat(post), "masks": torch.stack(masks)}, tmp)
+    os.replace(tmp, store)

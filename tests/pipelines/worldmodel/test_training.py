@@ -1,0 +1,173 @@
+"""The training loop (`pipelines.training`), the three trainers and `mewm train`, with tiny networks and crops."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from wm_training_helpers import FAST, TINY_AE, TINY_CROP, TINY_DYN, TINY_SEG, tiny_autoencoder, tiny_cohort
+
+from models.autoencoder import CropAutoencoder
+from models.checkpoint import load_checkpoint
+from models.dynamics import TumourDynamicsModel
+from models.errors import CheckpointNotFoundError, ConfigError, ManifestError
+from models.segmentation import CropSegmenter
+from pipelines.cli import main
+from pipelines.manifest import read_manifest, write_manifest
+from pipelines.training import LOG_FILE, STATE_FILE, split_cases
+from pipelines.worldmodel import train as wm_train
+from pipelines.worldmodel.crops import AutoencoderCrops, build_crop_cache
+from pipelines.worldmodel.train import (build_ddpm_scheduler, train_autoencoder, train_dynamics,
+                                        train_segmentation)
+
+BUILD = {"autoencoder": lambda c: CropAutoencoder(**c), "segmentation": lambda c: CropSegmenter(**c),
+         "dynamics": lambda c: TumourDynamicsModel(**c)}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    return tiny_cohort(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def autoencoder(tmp_path_factory):
+    return tiny_autoencoder(tmp_path_factory)
+
+
+def _run(kind, cohort, autoencoder, out, **kw):
+    """One tiny training run of ``kind``."""
+    kw = {"steps": 2, "batch_size": 2, "progress": False, "schedule": FAST, **kw}
+    if kind == "autoencoder":
+        return train_autoencoder(cohort, out, model_config=TINY_AE, crop=TINY_CROP, **kw)
+    if kind == "segmentation":
+        return train_segmentation(cohort, out, model_config=TINY_SEG, crop=TINY_CROP, **kw)
+    return train_dynamics(cohort, autoencoder, out, model_config=TINY_DYN, **kw)
+
+
+def _state(directory, kind):
+    model, meta = load_checkpoint(directory, kind=kind, build=BUILD[kind], command="test")
+    return model.state_dict(), meta
+
+
+# ------------------------------------------------------------------------------------------------ the split
+def test_split_is_fixed_disjoint_and_independent_of_order():
+    ids = [f"VC{i:05d}" for i in range(20)]
+    split = split_cases(ids)
+    assert len(split.val) == 2 and sorted(split.train + split.val) == list(range(20))
+    reverse = split_cases(ids[::-1])
+    assert sorted(reverse.val_ids) == sorted(split.val_ids), "the held-out cases do not depend on the order"
+    assert split_cases(ids, val_fraction=0.3).val_ids != split.val_ids
+
+
+def test_too_few_usable_cases_is_a_clear_error(cohort, tmp_path):
+    with pytest.raises(ManifestError, match=r"2 usable case\(s\).*needs at least 3"):
+        split_cases(["a", "b"])
+    write_manifest(read_manifest(cohort)[:2], tmp_path / "manifest.csv")
+    with pytest.raises(ManifestError, match="usable case"):
+        train_autoencoder(tmp_path, tmp_path / "out", steps=1, progress=False, model_config=TINY_AE, crop=TINY_CROP)
+    with pytest.raises(ManifestError, match="No manifest"):
+        train_segmentation(tmp_path / "nowhere", tmp_path / "out2", steps=1, progress=False)
+
+
+# ------------------------------------------------------------------------------------------------ the trainers
+@pytest.mark.parametrize("kind", ["autoencoder", "segmentation", "dynamics"])
+def test_trainer_writes_a_loadable_checkpoint_a_card_and_a_log(kind, cohort, autoencoder, tmp_path):
+    report = _run(kind, cohort, autoencoder, tmp_path / kind, steps=3)
+    assert (report.kind, report.steps, report.start_step, report.n_train, report.n_val) == (kind, 3, 0, 3, 1)
+    assert report.final_train_loss > 0 and report.final_val_loss > 0 and report.seconds_per_step > 0
+    _, meta = _state(report.out, kind)
+    assert meta.extra["data"]["synthetic"] is True and len(meta.extra["data"]["val_ids"]) == 1
+    log = [json.loads(line) for line in (report.out / LOG_FILE).read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3]
+    assert [r["step"] for r in log if "val_loss" in r] == [2, 3]
+    card = (report.out / "MODEL_CARD.md").read_text()
+    assert f"mewm train {kind} --manifest {cohort / 'manifest.csv'}" in card
+    assert "Trained on the synthetic virtual cohort only; not validated on real CT; research use only" in card
+    assert "3 for training, 1 held out" in card and f"{report.final_val_loss:.5f}" in card
+
+
+def test_autoencoder_latents_are_scaled_to_unit_variance(autoencoder, cohort):
+    model, meta = load_checkpoint(autoencoder, kind="autoencoder", build=BUILD["autoencoder"], command="test")
+    assert meta.extra["scale_factor"] == pytest.approx(float(model.scale_factor)) and model.scale_factor != 1
+    assert meta.extra["crop"] == {"spacing": [5.0, 5.0, 5.0], "size": [16, 16, 16]}
+    cache = build_crop_cache(cohort, spacing=TINY_CROP.spacing, crop_size=TINY_CROP.crop_size, progress=False)
+    train_ids = meta.extra["data"]["train_ids"]
+    crops = AutoencoderCrops(cache, [cache.case_ids.index(c) for c in train_ids])
+    with torch.no_grad():
+        z = model.encode(crops.images)
+    assert z.shape == (6, 2, 8, 8, 8) and float(z.std()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_dynamics_checkpoint_records_what_sampling_needs(cohort, autoencoder, tmp_path):
+    report = _run("dynamics", cohort, autoencoder, tmp_path / "dyn", cond_drop_prob=0.5, change_margin_mm=7.5)
+    _, meta = _state(report.out, "dynamics")
+    assert meta.extra["crop"] == {"spacing": [5.0, 5.0, 5.0], "size": [16, 16, 16], "change_margin_mm": 7.5}
+    assert meta.extra["autoencoder"]["config"]["latent_channels"] == 2 and meta.extra["cond_drop_prob"] == 0.5
+    scheduler = build_ddpm_scheduler(meta.extra["scheduler"])
+    assert scheduler.num_train_timesteps == 1000
+    assert float(scheduler.betas[0]) == pytest.approx(0.0015) and float(scheduler.betas[-1]) == pytest.approx(0.0195)
+
+
+def test_dynamics_needs_a_trained_autoencoder(cohort, tmp_path):
+    with pytest.raises(CheckpointNotFoundError, match="mewm train autoencoder"):
+        train_dynamics(cohort, tmp_path / "no-ae", tmp_path / "dyn", steps=1, progress=False, model_config=TINY_DYN)
+
+
+# ------------------------------------------------------------------------------------------------ resume
+@pytest.mark.parametrize("kind", ["autoencoder", "dynamics"])
+def test_resume_gives_the_weights_of_an_uninterrupted_run(kind, cohort, autoencoder, tmp_path):
+    whole = _run(kind, cohort, autoencoder, tmp_path / "whole", steps=4)
+    first = _run(kind, cohort, autoencoder, tmp_path / "split", steps=2)
+    assert torch.load(first.out / STATE_FILE, weights_only=False)["step"] == 2
+    resumed = _run(kind, cohort, autoencoder, tmp_path / "split", steps=4, resume=True)
+    assert resumed.start_step == 2 and resumed.steps == 4
+    a, _ = _state(whole.out, kind)
+    b, _ = _state(resumed.out, kind)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log_whole = [r for r in map(json.loads, (whole.out / LOG_FILE).read_text().splitlines()) if "loss" in r]
+    log_split = [r for r in map(json.loads, (resumed.out / LOG_FILE).read_text().splitlines()) if "loss" in r]
+    assert [r["loss"] for r in log_whole] == [r["loss"] for r in log_split]
+
+
+def test_resume_refuses_other_settings_and_missing_state(cohort, autoencoder, tmp_path):
+    _run("segmentation", cohort, autoencoder, tmp_path / "seg", steps=1)
+    with pytest.raises(ConfigError, match="--resume to continue"):
+        _run("segmentation", cohort, autoencoder, tmp_path / "seg", steps=2)
+    with pytest.raises(ConfigError, match="lr"):
+        _run("segmentation", cohort, autoencoder, tmp_path / "seg", steps=2, lr=5e-3, resume=True)
+    with pytest.raises(ConfigError, match="no train_state.pt"):
+        _run("segmentation", cohort, autoencoder, tmp_path / "fresh", steps=2, resume=True)
+
+
+# ------------------------------------------------------------------------------------------------ the CLI
+@pytest.fixture
+def tiny_defaults(monkeypatch):
+    """The CLI trains the default networks on 48³ crops; tests shrink those defaults."""
+    monkeypatch.setattr(wm_train, "MODEL_CONFIGS", {"autoencoder": TINY_AE, "segmentation": TINY_SEG,
+                                                    "dynamics": TINY_DYN})
+    monkeypatch.setattr(wm_train, "DEFAULT_CROP", TINY_CROP)
+
+
+def test_cli_train_commands(cohort, tmp_path, tiny_defaults, capsys):
+    common = ["--manifest", str(cohort), "--batch-size", "2", "--seed", "1", "--quiet", "--threads", "1"]
+    outs = {kind: tmp_path / kind for kind in ("autoencoder", "segmentation", "dynamics")}
+    assert main(["train", "autoencoder", "--out", str(outs["autoencoder"]), "--steps", "2", *common]) == 0
+    assert main(["train", "segmentation", "--out", str(outs["segmentation"]), "--steps", "2", *common]) == 0
+    assert main(["train", "dynamics", "--autoencoder", str(outs["autoencoder"]), "--out", str(outs["dynamics"]),
+                 "--steps", "2", *common]) == 0
+    assert "Trained dynamics: 2 steps on 3 cases, 1 held out" in capsys.readouterr().out
+    for kind, out in outs.items():
+        _, meta = _state(out, kind)
+        assert meta.extra["data"]["n_cases"] == 4
+    assert main(["train", "autoencoder", "--out", str(outs["autoencoder"]), "--steps", "3", "--resume",
+                 *common]) == 0
+    assert "resumed at step 2" in capsys.readouterr().out
+
+
+def test_cli_train_errors(cohort, tmp_path, tiny_defaults, capsys):
+    assert main(["train", "dynamics", "--manifest", str(cohort), "--out", str(tmp_path / "d"), "--quiet"]) == 2
+    assert "--autoencoder" in capsys.readouterr().err
+    assert main(["train", "segmentation", "--manifest", str(tmp_path / "none"), "--out", str(tmp_path / "s"),
+                 "--quiet"]) == 2
+    assert "No manifest" in capsys.readouterr().err

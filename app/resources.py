@@ -5,6 +5,8 @@ Caching choices:
 - sample cases hold large numpy arrays: ``st.cache_resource`` shares one object across sessions without
   pickling or copying it on every rerun. Its arrays are made read-only, so no session can change what another
   sees; callers must treat the returned `Case` as immutable;
+- the world model (three networks) is ``st.cache_resource``: loaded once per weights folder, shared read-only
+  (eval mode, no gradients; `WorldModel.simulate` never changes it);
 - uploaded cases are never cached across sessions (they belong to one user): the page keeps them in its own
   session state.
 """
@@ -15,7 +17,8 @@ import streamlit as st
 
 from pipelines.case import Case
 
-__all__ = ["sample_data_dir", "sample_cases", "sample_case", "uploaded_case", "summarise", "freeze"]
+__all__ = ["sample_data_dir", "sample_cases", "sample_case", "uploaded_case", "summarise", "freeze",
+           "world_model_dir", "world_model", "suggested_plans"]
 
 
 def sample_data_dir() -> str:
@@ -61,3 +64,30 @@ def summarise(case: Case) -> dict:
     from pipelines.caseio import case_summary
 
     return case_summary(case).to_dict()
+
+
+def world_model_dir() -> str:
+    """The world-model weights folder from the configuration (``MEWM_WORLDMODEL__WEIGHTS_DIR`` overrides it)."""
+    from pipelines.config import load_config
+
+    return load_config().worldmodel.weights_dir
+
+
+@st.cache_resource(show_spinner="Loading the world model…", max_entries=2)
+def world_model(weights_dir: str):
+    """`pipelines.worldmodel.weights.load_world_model` for ``weights_dir``, shared across sessions.
+
+    A missing or incompatible checkpoint raises `CheckpointNotFoundError` (not cached, so installing the weights
+    and rerunning works without a restart).
+    """
+    from pipelines.worldmodel.weights import load_world_model
+
+    return load_world_model(weights_dir)
+
+
+@st.cache_data(show_spinner=False)
+def suggested_plans() -> list[str]:
+    """Canonical texts of the virtual cohort's practice catalogue (`pipelines.cohort.plan_space`)."""
+    from pipelines.cohort.plan_space import cohort_plan_space
+
+    return [plan.canonical() for plan in cohort_plan_space()]

@@ -17,6 +17,7 @@ DEFAULTS: dict[str, Any] = {
     "mewm.summary_error": None,  # why the summary could not be computed (plain words), or None
     "mewm.case_error": None,  # the last loading error (plain words), or None
     "mewm.series_choices": None,  # MultipleSeriesError.series, when a DICOM archive holds several series
+    "mewm.simulation": None,  # (case source, SimulationResult) of the last Simulate run, or None
 }
 
 

@@ -15,6 +15,7 @@ HERE = Path(__file__).resolve().parent
 PAGES = [
     st.Page(HERE / "pages" / "home.py", title="Home", icon=":material/home:", default=True),
     st.Page(HERE / "pages" / "case_viewer.py", title="Case Viewer", icon=":material/radiology:"),
+    st.Page(HERE / "pages" / "simulate.py", title="Simulate", icon=":material/science:"),
 ]
 
 

@@ -205,3 +205,38 @@ def test_cli_simulate_missing_weights_is_one_plain_line(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "mewm train autoencoder" in err and "Traceback" not in err
+
+
+def test_weights_made_by_the_trainers_load_and_simulate(tmp_path_factory):
+    """The loader reads what `pipelines.worldmodel.train` writes (the dynamics checkpoint's ``extra``)."""
+    from pipelines.samples import resolve_case
+    from pipelines.worldmodel.train import train_dynamics, train_segmentation
+    from wm_training_helpers import FAST as SCHEDULE
+    from wm_training_helpers import TINY_CROP, TINY_DYN, TINY_SEG, tiny_autoencoder, tiny_cohort
+
+    cohort, autoencoder = tiny_cohort(tmp_path_factory), tiny_autoencoder(tmp_path_factory)
+    root = tmp_path_factory.mktemp("trained")
+    shutil.copytree(autoencoder, root / "autoencoder")
+    train_segmentation(cohort, root / "segmentation", steps=2, batch_size=2, progress=False, model_config=TINY_SEG,
+                       crop=TINY_CROP, schedule=SCHEDULE)
+    train_dynamics(cohort, root / "autoencoder", root / "dynamics", steps=2, batch_size=2, progress=False,
+                   model_config=TINY_DYN, schedule=SCHEDULE)
+    world = load_world_model(root)
+    assert world.crop == TINY_CROP
+    case = resolve_case(str(cohort / "cases" / "VC00001"))  # a cohort case folder
+    result = world.simulate(case, [PLAN_A, PLAN_B], samples=1, steps=2)
+    assert result.plans[0].crops_hu.shape == (1, *TINY_CROP.crop_size)
+
+
+def test_resolve_case_names_what_it_accepts(tmp_path, case):
+    from models.errors import ManifestError
+    from pipelines.samples import resolve_case
+
+    manifest = _manifest_with(case, tmp_path / "cohort")
+    assert resolve_case(f"{manifest.parent}#{case.case_id}").case_id == case.case_id
+    with pytest.raises(ManifestError, match="No case 'other'.*it has phantom"):
+        resolve_case(f"{manifest}#other")
+    with pytest.raises(ManifestError, match="not a case folder of a cohort"):
+        resolve_case(str(tmp_path))
+    with pytest.raises(ManifestError, match="MANIFEST.csv#ID"):
+        resolve_case("no-such-sample", root=manifest.parent)

@@ -38,7 +38,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from models.errors import ConfigError
-    from pipelines.progress import TqdmProgress
     from pipelines.worldmodel import train
 
     if args.threads is not None:
@@ -46,7 +45,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}.")
         torch.set_num_threads(args.threads)
     common = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=args.resume,
-                  progress=None if args.quiet else TqdmProgress(f"train {args.model}", "step"))
+                  progress=not args.quiet)
     if args.model == "dynamics":
         if not args.autoencoder:
             raise ConfigError("`mewm train dynamics` needs --autoencoder DIR (made by `mewm train autoencoder`).")
@@ -73,6 +72,39 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     print(f"Wrote {out}")
     return 0
 
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from pipelines.config import load_config
+    from pipelines.worldmodel.evaluate import evaluate_dynamics, evaluate_segmentation
+
+    weights = args.weights or load_config(args.config).worldmodel.weights_dir
+    if args.model == "dynamics":
+        report = evaluate_dynamics(args.cohort, weights, patients=50 if args.patients is None else args.patients,
+                                   plans_per_patient=args.plans, samples=args.samples, seed=args.seed, steps=args.steps, guidance=args.guidance,
+                                   out=args.out, progress=not args.quiet)
+    else:
+        report = evaluate_segmentation(args.cohort, weights, patients=args.patients, out=args.out,
+                                       progress=not args.quiet)
+    print(json.dumps({k: {"value": v["value"], "target": v["target"], "pass": v["pass"], "baseline": v["baseline"]}
+                      for k, v in report["metrics"].items()}, indent=2))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from pipelines.config import load_config
+    from pipelines.worldmodel.bench import bench_dynamics
+
+    weights = args.weights or load_config(args.config).worldmodel.weights_dir
+    report = bench_dynamics(weights, plans=args.plans, samples=args.samples, steps=args.steps, repeats=args.repeats,
+                            out=args.out, progress=not args.quiet)
+    print(json.dumps({k: report[k] for k in ("batched", "one_at_a_time", "speedup", "seconds_per_plan", "denoiser",
+                                              "reference", "peak_rss_mb")}, indent=2))
+    return 0
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mewm", description=f"MeWM Workbench command line. {DISCLAIMER}")
@@ -130,6 +162,32 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(func=_cmd_simulate)
+
+    ev = sub.add_parser("eval", help="evaluate the world model on a held-out virtual cohort")
+    ev.add_argument("model", choices=("dynamics", "segmentation"), help="what to evaluate")
+    ev.add_argument("--cohort", required=True, help="held-out cohort folder (mewm cohort generate, another seed)")
+    ev.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
+    ev.add_argument("--out", help="JSON report (default: <weights>/<model>/evaluation.json)")
+    ev.add_argument("--patients", type=int, help="first N patients (default: 50 for dynamics, all for segmentation)")
+    ev.add_argument("--plans", type=int, default=4, help="plans per patient, the administered one included (default 4)")
+    ev.add_argument("--samples", type=int, default=3, help="samples per plan (default 3)")
+    ev.add_argument("--seed", type=int, default=0, help="plan choice, noise and C2ST seed")
+    ev.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")
+    ev.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=_cmd_eval)
+
+    bench = sub.add_parser("bench", help="benchmark the world model on this machine").add_subparsers(
+        dest="bench_command", required=True)
+    bd = bench.add_parser("dynamics", help="samples/s batched vs one at a time, passes per plan, peak memory")
+    bd.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
+    bd.add_argument("--out", help="JSON report (default: <weights>/dynamics/benchmark.json)")
+    bd.add_argument("--plans", type=int, default=8, help="plans (default 8)")
+    bd.add_argument("--samples", type=int, default=5, help="samples per plan (default 5)")
+    bd.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")
+    bd.add_argument("--repeats", type=int, default=2, help="timed repeats of each mode (default 2)")
+    bd.add_argument("--quiet", action="store_true", help="no progress bar")
+    bd.set_defaults(func=_cmd_bench)
     return p
 
 

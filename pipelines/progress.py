@@ -15,7 +15,8 @@ ProgressFn = Callable[[int, int, str], None]
 
 
 class TqdmProgress:
-    """A `ProgressFn` that draws one tqdm bar, created on the first call and closed when ``done >= total``."""
+    """A `ProgressFn` that draws a tqdm bar, created on the first call and closed when ``done >= total`` (a later
+    call starts a new bar)."""
 
     def __init__(self, desc: str, unit: str = "it") -> None:
         self.desc, self.unit = desc, unit
@@ -31,6 +32,7 @@ class TqdmProgress:
             self._bar.set_postfix_str(message, refresh=False)
         if done >= total:
             self._bar.close()
+            self._bar = None
 
 
 def resolve_progress(progress: bool | ProgressFn | None, desc: str, unit: str = "it") -> ProgressFn | None:

@@ -116,7 +116,8 @@ class LoopSettings:
 
 @dataclass
 class TrainReport:
-    """What a training run did. ``start_step`` > 0 when it resumed; losses are the last logged ones."""
+    """What a training run did. ``start_step`` > 0 when it resumed; losses are the last logged ones; ``seconds`` is
+    the whole loop, ``seconds_per_step`` the optimiser steps alone (validation excluded)."""
 
     kind: str
     out: Path
@@ -228,12 +229,16 @@ def train_loop(build_model: Callable[[], nn.Module],
     if start > settings.steps:
         raise ConfigError(f"--resume: the run in {out} is already at step {start}, beyond --steps {settings.steps}.")
 
+    val_seconds = [0.0]
+
     def validate(step: int) -> None:
+        t = time.perf_counter()
         model.eval()
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             last["val_loss"] = float(val_loss(model))
         model.train()
         _append_log(log_path, {"step": step, "val_loss": last["val_loss"]})
+        val_seconds[0] += time.perf_counter() - t
 
     def checkpoint(step: int) -> None:
         _save_state(state_path, {"step": step, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
@@ -281,5 +286,5 @@ def train_loop(build_model: Callable[[], nn.Module],
     done = settings.steps - start
     return TrainReport(kind=kind, out=out, steps=settings.steps, start_step=start, final_train_loss=last["loss"],
                        final_val_loss=last["val_loss"], seconds=seconds,
-                       seconds_per_step=seconds / done if done else math.nan, n_train=n_train, n_val=n_val,
-                       model_config=model.config, n_params=sum(p.numel() for p in model.parameters()), extra=extra)
+                       seconds_per_step=(seconds - val_seconds[0]) / done if done else math.nan, n_train=n_train,
+                       n_val=n_val, model_config=model.config, n_params=sum(p.numel() for p in model.parameters()), extra=extra)

@@ -51,6 +51,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("`mewm train dynamics` needs --autoencoder DIR (made by `mewm train autoencoder`).")
         report = train.train_dynamics(args.manifest, args.autoencoder, args.out, **common)
     else:
+        if args.autoencoder:
+            raise ConfigError(f"--autoencoder is for `mewm train dynamics` only, not {args.model}.")
         report = getattr(train, f"train_{args.model}")(args.manifest, args.out, **common)
     print(report.summary())
     return 0
@@ -97,11 +99,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
     from pipelines.config import load_config
+    from pipelines.samples import resolve_case
     from pipelines.worldmodel.bench import bench_dynamics
 
     weights = args.weights or load_config(args.config).worldmodel.weights_dir
+    case = resolve_case(args.case) if args.case else None
     report = bench_dynamics(weights, plans=args.plans, samples=args.samples, steps=args.steps, repeats=args.repeats,
-                            out=args.out, progress=not args.quiet)
+                            case=case, out=args.out, progress=not args.quiet)
     print(json.dumps({k: report[k] for k in ("batched", "one_at_a_time", "speedup", "seconds_per_plan", "denoiser",
                                               "reference", "peak_rss_mb")}, indent=2))
     return 0
@@ -182,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     bd = bench.add_parser("dynamics", help="samples/s batched vs one at a time, passes per plan, peak memory")
     bd.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
     bd.add_argument("--out", help="JSON report (default: <weights>/dynamics/benchmark.json)")
+    bd.add_argument("--case", help="case to simulate (as for `mewm simulate --case`; default: the first sample case)")
     bd.add_argument("--plans", type=int, default=8, help="plans (default 8)")
     bd.add_argument("--samples", type=int, default=5, help="samples per plan (default 5)")
     bd.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")

@@ -171,3 +171,6 @@ def test_cli_train_errors(cohort, tmp_path, tiny_defaults, capsys):
     assert main(["train", "segmentation", "--manifest", str(tmp_path / "none"), "--out", str(tmp_path / "s"),
                  "--quiet"]) == 2
     assert "No manifest" in capsys.readouterr().err
+    assert main(["train", "segmentation", "--manifest", str(cohort), "--autoencoder", str(tmp_path),
+                 "--out", str(tmp_path / "s"), "--quiet"]) == 2
+    assert "dynamics only" in capsys.readouterr().err

@@ -85,8 +85,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     weights = args.weights or load_config(args.config).worldmodel.weights_dir
     if args.model == "dynamics":
         report = evaluate_dynamics(args.cohort, weights, patients=50 if args.patients is None else args.patients,
-                                   plans_per_patient=args.plans, samples=args.samples, seed=args.seed, steps=args.steps, guidance=args.guidance,
-                                   out=args.out, progress=not args.quiet)
+                                   plans_per_patient=args.plans, samples=args.samples, seed=args.seed,
+                                   steps=args.steps, guidance=args.guidance, out=args.out, progress=not args.quiet)
     else:
         report = evaluate_segmentation(args.cohort, weights, patients=args.patients, out=args.out,
                                        progress=not args.quiet)

@@ -1,0 +1,314 @@
+"""World-model evaluation: counterfactual truth, metrics on hand-made inputs, the C2ST, and the reports end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from models.errors import ManifestError
+from pipelines.worldmodel import metrics
+
+TINY_GRID = (64, 56, 32)
+
+
+@pytest.fixture(scope="module")
+def tiny_cohort(tmp_path_factory):
+    """Three held-out patients, seed 5, on a small grid."""
+    from pipelines.cohort.generate import generate_cohort
+
+    out = tmp_path_factory.mktemp("heldout") / "seed5"
+    generate_cohort(n=3, seed=5, out=out, size=TINY_GRID, progress=False)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ counterfactuals
+def test_counterfactual_of_the_administered_plan_equals_the_cohort_files(tiny_cohort):
+    from pipelines.cohort.counterfactual import regenerate_cohort, render_counterfactual
+    from pipelines.manifest import load_manifest_case, read_manifest
+
+    cohort = regenerate_cohort(tiny_cohort)
+    assert cohort.seed == 5 and cohort.size == TINY_GRID and len(cohort.truths) == 3
+    for truth, record in zip(cohort.truths, read_manifest(tiny_cohort)):
+        case = load_manifest_case(record)
+        cf = render_counterfactual(truth, truth.plan, cohort.size)
+        np.testing.assert_array_equal(np.round(cf.ct.array), case.ct.array)  # files store int16 HU
+        np.testing.assert_array_equal(np.round(cf.post_ct.array), case.post_ct.array)
+        np.testing.assert_array_equal(cf.labels.array, case.labels.array)
+        np.testing.assert_array_equal(cf.post_labels.array, case.post_labels.array)
+        np.testing.assert_allclose(cf.post_ct.affine, case.post_ct.affine)
+
+
+def test_counterfactual_of_another_plan_changes_only_the_post_pair(tiny_cohort):
+    from pipelines.cohort.counterfactual import regenerate_cohort, render_counterfactual
+
+    cohort = regenerate_cohort(tiny_cohort)
+    truth = cohort.truths[0]
+    bland = next(p for p in cohort.plans if p.canonical() != truth.plan.canonical() and str(p.protocol) == "bland")
+    own, other = render_counterfactual(truth, truth.plan, cohort.size), render_counterfactual(truth, bland, cohort.size)
+    np.testing.assert_array_equal(own.ct.array, other.ct.array)
+    np.testing.assert_array_equal(own.labels.array, other.labels.array)
+    assert other.response.kill != own.response.kill
+    assert (own.post_labels.array != other.post_labels.array).sum() > 0
+
+
+def test_regenerate_refuses_an_edited_cohort(tiny_cohort, tmp_path):
+    import shutil
+
+    from pipelines.cohort.counterfactual import regenerate_cohort
+
+    copy = tmp_path / "edited"
+    shutil.copytree(tiny_cohort, copy)
+    meta = json.loads((copy / "manifest.json").read_text())
+    meta["seed"] = 6
+    (copy / "manifest.json").write_text(json.dumps(meta))
+    with pytest.raises(ManifestError, match="does not match the simulator"):
+        regenerate_cohort(copy)
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+def test_dice_on_hand_made_masks():
+    a = np.zeros((4, 4, 4), bool)
+    b = np.zeros((4, 4, 4), bool)
+    a[:2] = True  # 32 voxels
+    b[1:3] = True  # 32 voxels, 16 shared
+    assert metrics.dice(a, b) == pytest.approx(0.5)
+    assert metrics.dice(a, a) == 1.0
+    assert metrics.dice(a, ~a) == 0.0
+    assert np.isnan(metrics.dice(np.zeros_like(a), np.zeros_like(a)))  # undefined, never a free 1.0
+
+
+def test_dice_per_structure_merges_tumour_labels():
+    true = np.array([0, 1, 2, 3, 4, 1])
+    pred = np.array([0, 1, 3, 2, 4, 0])
+    d = metrics.dice_per_structure(pred, true)
+    assert d["tumour"] == 1.0  # labels 2-4 merged agree everywhere
+    assert d["viable_tumour"] == 0.0 and d["necrosis"] == 0.0 and d["lipiodol"] == 1.0
+    assert d["liver"] == pytest.approx(2 * 4 / (4 + 5))
+    assert d["parenchyma"] == pytest.approx(2 / 3)
+
+
+def test_spearman_known_answers():
+    x = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert metrics.spearman(x, [10, 20, 30, 40, 1000]) == pytest.approx(1.0)
+    assert metrics.spearman(x, [5, 4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert metrics.spearman(x, [1, 3, 2, 5, 4]) == pytest.approx(0.8)
+    assert np.isnan(metrics.spearman(x, [0, 0, 0, 0, 0]))  # the post = pre baseline predicts no change
+
+
+def test_action_sensitivity_ratio_on_synthetic_outputs():
+    region = np.zeros((2, 2, 2), bool)
+    region[0] = True  # 4 voxels compared; the other 4 hold noise that must be ignored
+    base = np.zeros((2, 2, 2))
+    shift = np.zeros((2, 2, 2))
+    shift[0, 0, 0] = 6.0  # plan 1 differs from plan 0 by 6 at one voxel
+    eps = np.zeros((2, 2, 2))
+    eps[0, 1, 1] = 1.0  # the second sample of each plan differs from the first by 1
+    junk = np.zeros((2, 2, 2))
+    junk[1] = 100.0
+    outputs = np.stack([np.stack([base, base + eps + junk]), np.stack([base + shift, base + shift + eps])])
+    r = metrics.action_sensitivity(outputs, region)
+    assert r.between_plans == pytest.approx(6.0)
+    assert r.within_plan == pytest.approx(1.0)
+    assert r.ratio == pytest.approx(6.0)
+    same = metrics.action_sensitivity(np.stack([outputs[0], outputs[0]]), region)
+    assert same.between_plans == 0.0 and same.ratio == 0.0
+    with pytest.raises(ValueError, match="P >= 2"):
+        metrics.action_sensitivity(outputs[:1], region)
+
+
+def test_hu_stats_and_volume():
+    hu = np.array([[[0.0, 10.0], [20.0, 1000.0]]])
+    region = np.array([[[True, True], [True, False]]])
+    assert metrics.hu_mean_sd(hu, region) == pytest.approx((10.0, np.std([0, 10, 20])))
+    labels = np.array([[[2, 2], [3, 1]]])
+    assert metrics.viable_volume_ml(labels, 0.008) == pytest.approx(0.016)
+    m = metrics.mean_finite([1.0, float("nan"), 3.0])
+    assert (m.mean, m.n, m.n_total) == (2.0, 2, 3)
+
+
+def test_json_safe_makes_strict_json():
+    value = {"a": np.float32(1.5), "b": float("nan"), "c": [np.int64(2), np.inf], "d": np.array([1, 2])}
+    text = json.dumps(metrics.json_safe(value), allow_nan=False)
+    assert json.loads(text) == {"a": 1.5, "b": None, "c": [2, None], "d": [1, 2]}
+
+
+# ------------------------------------------------------------------------------------------------ C2ST
+def _smooth_fields(n: int, rng: np.random.Generator, size: int = 16) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    return np.stack([gaussian_filter(rng.normal(size=(size,) * 3), 1.5) * 3 for _ in range(n)]).astype(np.float32)
+
+
+def test_c2st_identical_distributions_is_near_chance():
+    from pipelines.worldmodel.c2st import classifier_two_sample_test
+
+    rng = np.random.default_rng(0)
+    n = 40
+    real, fake = _smooth_fields(n, rng), _smooth_fields(n, rng)
+    groups = np.arange(n) // 2  # two images per patient on each side
+    r = classifier_two_sample_test(real, fake, groups, groups, seed=0, epochs=4)
+    assert r.n_train + r.n_test == 2 * n and r.train_groups + r.test_groups == n // 2
+    assert abs(r.accuracy - 0.5) <= 0.2
+
+
+def test_c2st_clearly_different_distributions_is_near_one():
+    from pipelines.worldmodel.c2st import classifier_two_sample_test
+
+    rng = np.random.default_rng(1)
+    n = 40
+    real, fake = _smooth_fields(n, rng), _smooth_fields(n, rng)
+    real[:, 5:11, 5:11, 5:11] += 2.0  # a bright "lesion" only the real images have
+    groups = np.arange(n) // 2
+    r = classifier_two_sample_test(real, fake, groups, groups, seed=0, epochs=6)
+    assert r.accuracy >= 0.9
+    again = classifier_two_sample_test(real, fake, groups, groups, seed=0, epochs=6)
+    assert again == r  # seeded: same split, weights and shuffling
+
+
+# ------------------------------------------------------------------------------------------------ reports
+def test_model_card_section_is_replaced_not_duplicated(tmp_path):
+    from pipelines.worldmodel.report import update_card_section
+
+    card = tmp_path / "dynamics" / "MODEL_CARD.md"
+    card.parent.mkdir()
+    card.write_text("# Dynamics\n\nIntro.\n\n## Training\n\nsteps 10\n\n## Limits\n\nsynthetic only\n")
+    update_card_section(card, "Evaluation", "ratio 3.0")
+    update_card_section(card, "Evaluation", "ratio 4.0")
+    text = card.read_text()
+    assert text.count("## Evaluation") == 1 and "ratio 4.0" in text and "ratio 3.0" not in text
+    assert "## Training\n\nsteps 10" in text and "synthetic only" in text
+    update_card_section(card, "Training", "steps 20")
+    text = card.read_text()
+    assert "steps 20" in text and "steps 10" not in text and "## Limits" in text and "ratio 4.0" in text
+
+
+def test_metric_entry_pass_fail_and_command_line():
+    from pipelines.worldmodel.report import command_line, metric_entry
+
+    assert metric_entry(2.5, ">= 2")["pass"] is True
+    assert metric_entry(0.75, "<= 0.70")["pass"] is False
+    assert metric_entry(float("nan"), ">= 0.7")["pass"] is None
+    assert metric_entry(0.3)["pass"] is None
+    assert command_line("eval", "dynamics", cohort="/a b", patients=50, weights=None) == \
+        "mewm eval dynamics --cohort '/a b' --patients 50"
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+FAST = {"samples": 2, "steps": 2}
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    from simulate_helpers import write_tiny_weights
+
+    return write_tiny_weights(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="module")
+def dynamics_report(tiny_cohort, tiny_weights):
+    from pipelines.worldmodel.evaluate import evaluate_dynamics
+
+    return evaluate_dynamics(tiny_cohort, tiny_weights, patients=3, plans_per_patient=2, c2st_epochs=1, **FAST)
+
+
+def test_dynamics_report_has_every_metric_and_is_strict_json(dynamics_report, tiny_weights):
+    r = dynamics_report
+    assert set(r["metrics"]) == {"action_sensitivity_ratio", "viable_change_spearman", "viable_change_mae_ml",
+                                 "lipiodol_dice", "hu_mean_abs_error", "hu_sd_abs_error", "c2st_accuracy"}
+    for name, entry in r["metrics"].items():
+        assert {"value", "target", "pass", "baseline"} <= set(entry), name
+    assert r["metrics"]["action_sensitivity_ratio"]["target"] == ">= 2"
+    assert r["metrics"]["viable_change_spearman"]["baseline"] is None  # post = pre predicts no change: undefined
+    assert r["config"]["patients_evaluated"] + len(r["skipped"]) == 3
+    assert len(r["pairs"]) == 2 * r["config"]["patients_evaluated"]
+    assert r["command"].startswith("mewm eval dynamics --cohort ")
+    on_disk = json.loads((tiny_weights / "dynamics" / "evaluation.json").read_text())
+    assert json.loads(json.dumps(r, allow_nan=False)) == on_disk
+    card = (tiny_weights / "dynamics" / "MODEL_CARD.md").read_text()
+    assert card.count("## Evaluation") == 1 and "c2st_accuracy" in card and r["command"] in card
+
+
+def test_dynamics_pairs_include_the_administered_plan_with_its_truth(dynamics_report, tiny_cohort):
+    from pipelines.manifest import read_manifest
+
+    administered = {rec.case_id: rec.plan for rec in read_manifest(tiny_cohort)}
+    by_case: dict[str, list] = {}
+    for row in dynamics_report["pairs"]:
+        by_case.setdefault(row["case_id"], []).append(row)
+    for case_id, rows in by_case.items():
+        assert rows[0]["plan"] == administered[case_id]  # the administered plan comes first
+        assert rows[0]["plan"] != rows[1]["plan"]
+        for row in rows:
+            assert row["true_hu_mean"] is not None and row["pred_hu_mean"] is not None
+
+
+def test_choose_plans_is_seeded_and_distinct(tiny_cohort):
+    from pipelines.cohort.counterfactual import regenerate_cohort
+    from pipelines.worldmodel.evaluate import choose_plans
+
+    cohort = regenerate_cohort(tiny_cohort)
+    truth = cohort.truths[0]
+    a = choose_plans(truth.plan, cohort.plans, 4, seed=0, index=0)
+    assert a == choose_plans(truth.plan, cohort.plans, 4, seed=0, index=0)
+    assert a[0] is truth.plan and len({p.key() for p in a}) == 4
+    assert [p.key() for p in a] != [p.key() for p in choose_plans(truth.plan, cohort.plans, 4, seed=0, index=1)]
+
+
+def test_action_sensitivity_detects_a_plan_blind_sampler(tiny_weights):
+    """On a small case with the real sampler: guidance 0 ignores the plan (ratio exactly 0, the reference's defect);
+    stronger guidance makes the outputs depend more on the plan."""
+    from pipelines.worldmodel.weights import load_world_model
+    from simulate_helpers import make_case
+
+    world, case = load_world_model(tiny_weights), make_case()
+    plans = ["Lobaplatin; Epirubicin; Lipiodol", "Gelatin Sponge", "Doxorubicin; Drug-eluting Beads"]
+    ratios = []
+    for g in (0.0, 2.0, 5.0):
+        r = world.simulate(case, plans, samples=3, seed=0, steps=2, guidance=g)
+        ratios.append(metrics.action_sensitivity(np.stack([p.crops_hu for p in r.plans]), r.region).ratio)
+    assert ratios[0] == 0.0
+    assert 0.0 < ratios[1] < ratios[2]
+
+
+def test_segmentation_report(tiny_cohort, tiny_weights, tmp_path):
+    from pipelines.worldmodel.evaluate import evaluate_segmentation
+
+    r = evaluate_segmentation(tiny_cohort, tiny_weights, out=tmp_path / "seg.json")
+    assert set(r["metrics"]) == {f"dice_{k}" for k in metrics.DICE_STRUCTURES}
+    assert r["metrics"]["dice_liver"]["target"] == ">= 0.90" and r["metrics"]["dice_tumour"]["target"] == ">= 0.75"
+    assert r["metrics"]["dice_tumour"]["baseline"] == 0.0  # the all-liver baseline finds no tumour
+    assert len(r["cases"]) == 6  # pre and post crop of each of the three cases
+    assert json.loads((tmp_path / "seg.json").read_text())["metrics"] == r["metrics"]
+    assert "## Evaluation" in (tiny_weights / "segmentation" / "MODEL_CARD.md").read_text()
+
+
+def test_bench_returns_its_fields(tiny_weights, tmp_path):
+    from pipelines.worldmodel.bench import bench_dynamics
+    from simulate_helpers import make_case
+
+    r = bench_dynamics(tiny_weights, plans=2, samples=2, steps=2, repeats=1, case=make_case(),
+                       out=tmp_path / "bench.json")
+    assert len(r["batched"]["seconds"]) == 1 and r["batched"]["samples_per_second"] > 0
+    assert r["one_at_a_time"]["samples_per_second"] > 0 and r["speedup"]["value"] > 0
+    assert r["speedup"]["target"] == ">= 3" and r["seconds_per_plan"] > 0
+    assert r["denoiser"]["passes_per_sample"] == 2 * 2  # steps × 2 with classifier-free guidance
+    assert r["denoiser"]["calls_total"] == 2 and r["reference"]["denoiser_passes_per_sample"] == 200
+    assert r["peak_rss_mb"] > 0 and r["torch_threads"] >= 1 and r["machine"]["cpu_count"] >= 1
+    assert json.loads((tmp_path / "bench.json").read_text())["config"] == r["config"]
+
+
+def test_cli_eval_and_bench(tiny_cohort, tiny_weights, tmp_path, capsys):
+    from pipelines.cli import main
+
+    assert main(["eval", "segmentation", "--cohort", str(tiny_cohort), "--weights", str(tiny_weights), "--out",
+                 str(tmp_path / "s.json"), "--quiet"]) == 0
+    assert "dice_tumour" in capsys.readouterr().out
+    assert main(["eval", "dynamics", "--cohort", str(tiny_cohort), "--weights", str(tiny_weights), "--patients",
+                 "9", "--quiet"]) == 2  # more patients than the cohort: a plain error, no traceback
+    assert "has 3" in capsys.readouterr().err
+    assert main(["bench", "dynamics", "--weights", str(tiny_weights), "--out", str(tmp_path / "b.json"),
+                 "--plans", "1", "--samples", "1", "--steps", "1", "--repeats", "1", "--quiet"]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["config"]["plans"] == 1  # on the first sample case
+    assert '"speedup"' in capsys.readouterr().out

@@ -173,4 +173,4 @@ def test_cli_train_errors(cohort, tmp_path, tiny_defaults, capsys):
     assert "No manifest" in capsys.readouterr().err
     assert main(["train", "segmentation", "--manifest", str(cohort), "--autoencoder", str(tmp_path),
                  "--out", str(tmp_path / "s"), "--quiet"]) == 2
-    assert "dynamics only" in capsys.readouterr().err
+    assert "only, not segmentation" in capsys.readouterr().err

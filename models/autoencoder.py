@@ -52,9 +52,18 @@ class CropAutoencoder(nn.Module):
         """Spatial reduction factor from image to latent."""
         return 2 ** (len(self.config["channels"]) - 1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Training pass: ``x`` ``(B, 1, *S)`` → ``(reconstruction, mu, sigma)`` (unscaled latent statistics)."""
-        return self.net(x)
+    def forward(self, x: torch.Tensor, sample_posterior: bool = False) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                torch.Tensor]:
+        """Training pass: ``x`` ``(B, 1, *S)`` → ``(reconstruction, mu, sigma)`` (unscaled latent statistics).
+
+        The reconstruction decodes the posterior mean (what `encode` gives the diffusion model) unless
+        ``sample_posterior``: on a CPU budget of about a thousand steps, decoding sampled latents collapsed to a
+        blurred mean image (measured in this project; see the autoencoder's model card).
+        """
+        self._check_shape(x)
+        mu, sigma = self.net.encode(x)
+        z = self.net.sampling(mu, sigma) if sample_posterior else mu
+        return self.net.decode(z), mu, sigma
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, *S)`` in [-1, 1] → scaled latent ``(B, latent_channels, *S / downsampling)`` (posterior mean)."""

@@ -46,8 +46,8 @@ from pipelines.volume import LABELS
 from pipelines.worldmodel import metrics
 from pipelines.worldmodel.c2st import classifier_two_sample_test
 from pipelines.worldmodel.crops import CropConfig
-from pipelines.worldmodel.report import (command_line, machine_info, metric_entry, update_card_section,
-                                         write_report)
+from pipelines.worldmodel.report import (command_line, display_path, machine_info, metric_entry,
+                                         update_card_section, write_report)
 from pipelines.worldmodel.weights import TRAIN_COMMANDS, load_world_model
 
 __all__ = ["TARGETS", "choose_plans", "evaluate_dynamics", "evaluate_segmentation"]
@@ -252,7 +252,7 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
                            guidance=guidance)
     report = {
         "kind": "dynamics-evaluation", "baseline": "post = pre", "command": command, "weights": str(world.weights_dir),
-        "cohort": {"path": str(cohort.root), "seed": cohort.seed, "n": len(records), "grid": list(cohort.size)},
+        "cohort": {"path": display_path(cohort.root), "seed": cohort.seed, "n": len(records), "grid": list(cohort.size)},
         "config": {"patients": patients, "patients_evaluated": evaluated, "plans_per_patient": plans_per_patient,
                    "samples": samples, "seed": seed, "steps": steps, "guidance": guidance,
                    "c2st_epochs": c2st_epochs, "crop": world.crop.to_dict(),
@@ -341,7 +341,7 @@ def evaluate_segmentation(cohort_dir: str | os.PathLike, weights_dir: str | os.P
                            weights=weights_dir, patients=patients)
     report = {"kind": "segmentation-evaluation", "baseline": "every voxel liver", "command": command,
               "weights": str(root),
-              "cohort": {"path": str(Path(cohort_dir).expanduser().resolve()), "n": len(records)},
+              "cohort": {"path": display_path(cohort_dir), "n": len(records)},
               "config": {"patients": n, "crop": crop.to_dict()}, "machine": machine_info(), "metrics": m,
               "cases": rows, "timing_s": {"total": time.perf_counter() - start}}
     out = Path(out) if out is not None else root / "segmentation" / "evaluation.json"

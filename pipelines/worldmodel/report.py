@@ -38,12 +38,24 @@ def machine_info() -> dict[str, Any]:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+def display_path(path: Any) -> str:
+    """``path`` relative to the working directory when it lies below it (cards and reports stay portable)."""
+    p = Path(str(path)).expanduser()
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
 def command_line(*words: Any, **options: Any) -> str:
-    """A shell-quoted ``mewm`` command: ``words`` then ``--option value`` for each option that is not ``None``."""
+    """A shell-quoted ``mewm`` command: ``words`` then ``--option value`` for each option that is not ``None``.
+
+    Path values are shown relative to the working directory when they lie below it.
+    """
     parts = ["mewm", *(str(w) for w in words)]
     for name, value in options.items():
         if value is not None:
-            parts += [f"--{name.replace('_', '-')}", str(value)]
+            parts += [f"--{name.replace('_', '-')}", display_path(value) if isinstance(value, Path) else str(value)]
     return shlex.join(parts)
 
 

@@ -33,6 +33,7 @@ from pipelines.volume import LABELS
 from pipelines.worldmodel.crops import (AutoencoderCrops, CropCache, CropConfig, LatentPairs, SegmentationCrops,
                                         build_crop_cache)
 from pipelines.worldmodel.regions import DEFAULT_CHANGE_MARGIN_MM
+from pipelines.worldmodel.report import display_path
 
 __all__ = ["DEFAULTS", "MODEL_CONFIGS", "DEFAULT_CROP", "DDPM_SCHEDULER", "KL_WEIGHT", "COND_DROP_PROB",
            "train_autoencoder", "train_segmentation", "train_dynamics", "build_ddpm_scheduler"]
@@ -69,8 +70,9 @@ def build_ddpm_scheduler(config: dict[str, Any] = DDPM_SCHEDULER):
 # ------------------------------------------------------------------------------------------------ shared steps
 def _command(kind: str, manifest, out, settings: LoopSettings, autoencoder=None) -> str:
     """The `mewm train` command that reproduces a run (shown in the card and in missing-checkpoint errors)."""
-    ae = f" --autoencoder {autoencoder}" if autoencoder is not None else ""
-    return (f"mewm train {kind} --manifest {manifest}{ae} --out {out} --steps {settings.steps} "
+    ae = f" --autoencoder {display_path(autoencoder)}" if autoencoder is not None else ""
+    return (f"mewm train {kind} --manifest {display_path(manifest)}{ae} --out {display_path(out)} "
+            f"--steps {settings.steps} "
             f"--batch-size {settings.batch_size} --lr {settings.lr:g} --seed {settings.seed}")
 
 
@@ -135,10 +137,11 @@ def _write_card(report: TrainReport, cache: CropCache, settings: LoopSettings, *
                 purpose: str, loss: str, command: str) -> Path:
     skip = sorted({s["reason"].split(" (")[0] for s in cache.skipped})
     limitations = LIMITATIONS if cache.synthetic else (
-        f"Trained on the cohort of {cache.manifest} only ({len(cache)} cases); not externally validated; "
+        f"Trained on the cohort of {display_path(cache.manifest)} only ({len(cache)} cases); not externally "
+        f"validated; "
         "research use only. Not for clinical use.")
     text = MODEL_CARD.format(
-        kind=report.kind, purpose=purpose, manifest=cache.manifest,
+        kind=report.kind, purpose=purpose, manifest=display_path(cache.manifest),
         synthetic=" (synthetic: the virtual HCC-TACE cohort, not patient data)" if cache.synthetic else "",
         n_cases=len(cache), n_manifest=len(cache) + len(cache.skipped), n_skipped=len(cache.skipped),
         skip_reasons=f": {'; '.join(skip)}" if skip else "", n_train=report.n_train, n_val=report.n_val,

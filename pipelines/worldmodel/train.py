@@ -361,7 +361,7 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
              "crop": {"spacing": list(crop.spacing), "size": list(crop.crop_size),
                       "change_margin_mm": float(change_margin_mm)},
              "autoencoder": {"config": ae_meta.config, "scale_factor": float(autoencoder.scale_factor),
-                             "weights_sha256": ae_weights, "dir": str(Path(autoencoder_dir).resolve())},
+                             "weights_sha256": ae_weights, "dir": display_path(autoencoder_dir)},
              "cond_drop_prob": cond_drop_prob, "masks": "fraction of each latent cell (regions.latent_masks)",
              "data": _data_extra(cache, split)}
     report = train_loop(lambda: TumourDynamicsModel(**config), batch_loss, val_loss, settings=settings, out=out,

@@ -215,7 +215,8 @@ def dynamics_report(tiny_cohort, tiny_weights):
 
 def test_dynamics_report_has_every_metric_and_is_strict_json(dynamics_report, tiny_weights):
     r = dynamics_report
-    assert set(r["metrics"]) == {"action_sensitivity_ratio", "viable_change_spearman", "viable_change_mae_ml",
+    assert set(r["metrics"]) == {"action_sensitivity_ratio", "action_sensitivity_outcome_ratio",
+                                 "viable_change_spearman", "viable_change_mae_ml",
                                  "lipiodol_dice", "hu_mean_abs_error", "hu_sd_abs_error", "c2st_accuracy"}
     for name, entry in r["metrics"].items():
         assert {"value", "target", "pass", "baseline"} <= set(entry), name

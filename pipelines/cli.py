@@ -6,6 +6,7 @@ Typed `MeWMError`s become one plain line on stderr and exit status 2; anything e
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
@@ -13,6 +14,10 @@ from models.errors import MeWMError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# Modules that add their own subcommands (see the end of `build_parser`); each defines `register(sub, groups)`.
+# Command modules must import heavy packages (torch, transformers, ...) inside their command functions only.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 DISCLAIMER = "MeWM Workbench is for research only; its outputs are not for clinical use."
 
@@ -139,19 +144,27 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_cmd_cohort_generate)
 
-    tr = sub.add_parser("train", help="train a world-model network on a cohort manifest")
-    tr.add_argument("model", choices=("autoencoder", "segmentation", "dynamics"), help="which network")
-    tr.add_argument("--manifest", required=True, help="cohort manifest.csv (or its folder)")
-    tr.add_argument("--out", required=True, help="output directory (checkpoint, MODEL_CARD.md, train_log.jsonl)")
-    tr.add_argument("--autoencoder", help="trained autoencoder directory (dynamics only)")
-    tr.add_argument("--steps", type=int, help="optimiser steps (default per model: worldmodel.train.DEFAULTS)")
-    tr.add_argument("--batch-size", type=int, help="batch size (default per model)")
-    tr.add_argument("--lr", type=float, help="learning rate (default per model)")
-    tr.add_argument("--seed", type=int, default=0, help="random seed (same seed, same weights)")
-    tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    tr.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    tr.add_argument("--quiet", action="store_true", help="no progress bar")
-    tr.set_defaults(func=_cmd_train)
+    groups = {
+        "train": sub.add_parser("train", help="train a model on a cohort manifest").add_subparsers(
+            dest="train_command", required=True, metavar="MODEL"),
+        "eval": sub.add_parser("eval", help="evaluate a model on a held-out cohort").add_subparsers(
+            dest="eval_command", required=True, metavar="MODEL"),
+        "bench": sub.add_parser("bench", help="benchmarks on this machine (speed, memory)").add_subparsers(
+            dest="bench_command", required=True, metavar="WHAT"),
+    }
+    for model in ("autoencoder", "segmentation", "dynamics"):
+        tr = groups["train"].add_parser(model, help=f"train the world model's {model} network")
+        tr.add_argument("--manifest", required=True, help="cohort manifest.csv (or its folder)")
+        tr.add_argument("--out", required=True, help="output directory (checkpoint, MODEL_CARD.md, train_log.jsonl)")
+        tr.add_argument("--autoencoder", help="trained autoencoder directory (dynamics only)")
+        tr.add_argument("--steps", type=int, help="optimiser steps (default per model: worldmodel.train.DEFAULTS)")
+        tr.add_argument("--batch-size", type=int, help="batch size (default per model)")
+        tr.add_argument("--lr", type=float, help="learning rate (default per model)")
+        tr.add_argument("--seed", type=int, default=0, help="random seed (same seed, same weights)")
+        tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+        tr.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+        tr.add_argument("--quiet", action="store_true", help="no progress bar")
+        tr.set_defaults(func=_cmd_train, model=model)
 
     sim = sub.add_parser("simulate", help="simulate the post-TACE tumour of a case under one or more plans")
     sim.add_argument("--case", required=True,
@@ -167,23 +180,23 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(func=_cmd_simulate)
 
-    ev = sub.add_parser("eval", help="evaluate the world model on a held-out virtual cohort")
-    ev.add_argument("model", choices=("dynamics", "segmentation"), help="what to evaluate")
-    ev.add_argument("--cohort", required=True, help="held-out cohort folder (mewm cohort generate, another seed)")
-    ev.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
-    ev.add_argument("--out", help="JSON report (default: <weights>/<model>/evaluation.json)")
-    ev.add_argument("--patients", type=int, help="first N patients (default: 50 for dynamics, all for segmentation)")
-    ev.add_argument("--plans", type=int, default=4, help="plans per patient, the administered one included (default 4)")
-    ev.add_argument("--samples", type=int, default=3, help="samples per plan (default 3)")
-    ev.add_argument("--seed", type=int, default=0, help="plan choice, noise and C2ST seed")
-    ev.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")
-    ev.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
-    ev.add_argument("--quiet", action="store_true", help="no progress bar")
-    ev.set_defaults(func=_cmd_eval)
+    for model in ("dynamics", "segmentation"):
+        ev = groups["eval"].add_parser(model, help=f"evaluate the world model's {model} on a held-out virtual cohort")
+        ev.add_argument("--cohort", required=True, help="held-out cohort folder (mewm cohort generate, another seed)")
+        ev.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
+        ev.add_argument("--out", help="JSON report (default: <weights>/<model>/evaluation.json)")
+        ev.add_argument("--patients", type=int,
+                        help="first N patients (default: 50 for dynamics, all for segmentation)")
+        ev.add_argument("--plans", type=int, default=4,
+                        help="plans per patient, the administered one included (default 4)")
+        ev.add_argument("--samples", type=int, default=3, help="samples per plan (default 3)")
+        ev.add_argument("--seed", type=int, default=0, help="plan choice, noise and C2ST seed")
+        ev.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")
+        ev.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
+        ev.add_argument("--quiet", action="store_true", help="no progress bar")
+        ev.set_defaults(func=_cmd_eval, model=model)
 
-    bench = sub.add_parser("bench", help="benchmark the world model on this machine").add_subparsers(
-        dest="bench_command", required=True)
-    bd = bench.add_parser("dynamics", help="samples/s batched vs one at a time, passes per plan, peak memory")
+    bd = groups["bench"].add_parser("dynamics", help="samples/s batched vs one at a time, passes per plan, memory")
     bd.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
     bd.add_argument("--out", help="JSON report (default: <weights>/dynamics/benchmark.json)")
     bd.add_argument("--case", help="case to simulate (as for `mewm simulate --case`; default: the first sample case)")
@@ -193,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--repeats", type=int, default=2, help="timed repeats of each mode (default 2)")
     bd.add_argument("--quiet", action="store_true", help="no progress bar")
     bd.set_defaults(func=_cmd_bench)
+
+    # Commands of other packages: each module's `register(sub, groups)` adds its own subcommands, so features do
+    # not all edit this file. `groups` holds the "train", "eval" and "bench" subparser groups.
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub, groups)
     return p
 
 

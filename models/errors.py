@@ -27,6 +27,10 @@ __all__ = [
     "UnknownAgentError",
     "CheckpointNotFoundError",
     "ModelOutputError",
+    "PolicyError",
+    "PolicyConnectionError",
+    "PolicyRefusalError",
+    "PolicyReplyError",
     "MeWMWarning",
     "GeometryWarning",
 ]
@@ -121,6 +125,36 @@ class CheckpointNotFoundError(MeWMError, FileNotFoundError):
 
 class ModelOutputError(MeWMError, ValueError):
     """A model (policy, LM, network) returned output that fails validation (malformed JSON, NaN, wrong shape)."""
+
+
+# ---------------------------------------------------------------------------------------------------- policy
+class PolicyError(MeWMError):
+    """A policy backend (`pipelines.policy`) could not produce a valid proposal; never replaced by an empty plan."""
+
+
+class PolicyConnectionError(PolicyError, ConnectionError):
+    """The policy server could not be reached, timed out, or answered with an HTTP error (status in the message)."""
+
+
+class PolicyRefusalError(PolicyError):
+    """The policy model refused to answer (or sent no usable content) on every allowed attempt."""
+
+
+class PolicyReplyError(PolicyError, ValueError):
+    """The policy model's replies stayed invalid (not the JSON schema, unknown agent, a rule broken) after retries.
+
+    Attributes:
+        problems: what was wrong with the last reply, one line each.
+        raw_reply: the last reply's text (for audit).
+        attempts: how many replies were requested.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None, raw_reply: str | None = None,
+                 attempts: int = 0):
+        super().__init__(message)
+        self.problems = list(problems or [])
+        self.raw_reply = raw_reply
+        self.attempts = attempts
 
 
 # ---------------------------------------------------------------------------------------------------- warnings

@@ -157,6 +157,14 @@ class PolicyReplyError(PolicyError, ValueError):
         self.attempts = attempts
 
 
+class ReasoningInputError(MeWMError, ValueError):
+    """A question for the reasoning chat is unusable (empty, no text, malformed options) or a setting is invalid."""
+
+
+class BackendUnavailableError(MeWMError, ConnectionError):
+    """A language-model backend did not answer: server unreachable, timed out, or refused the request."""
+
+
 # ---------------------------------------------------------------------------------------------------- warnings
 class MeWMWarning(UserWarning):
     """Base class of MeWM Workbench warnings."""

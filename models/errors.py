@@ -31,6 +31,11 @@ __all__ = [
     "PolicyConnectionError",
     "PolicyRefusalError",
     "PolicyReplyError",
+    "StudyError",
+    "StudySetupError",
+    "AccessDeniedError",
+    "StudyClosedError",
+    "AnswerConflictError",
     "MeWMWarning",
     "GeometryWarning",
 ]
@@ -163,6 +168,27 @@ class ReasoningInputError(MeWMError, ValueError):
 
 class BackendUnavailableError(MeWMError, ConnectionError):
     """A language-model backend did not answer: server unreachable, timed out, or refused the request."""
+
+
+# ---------------------------------------------------------------------------------------------------- reader studies
+class StudyError(MeWMError, ValueError):
+    """A Turing-test reader study request is invalid: unknown study, reader or item, or a bad answer."""
+
+
+class StudySetupError(StudyError):
+    """A study cannot be built as asked: too few source crops, crops of different geometry, bad settings."""
+
+
+class AccessDeniedError(StudyError, PermissionError):
+    """A wrong reader access code or admin passcode, or the admin view is locked (no passcode configured)."""
+
+
+class StudyClosedError(StudyError):
+    """The study is closed (or not yet open) for reading; the admin can reopen it."""
+
+
+class AnswerConflictError(StudyError):
+    """The reader already answered this item (e.g. in another browser tab); the first answer is kept."""
 
 
 # ---------------------------------------------------------------------------------------------------- warnings

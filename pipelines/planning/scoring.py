@@ -93,6 +93,7 @@ class PlanScorer:
     pre_hu: np.ndarray | None = None
     pre_labels: np.ndarray | None = None
     region: np.ndarray | None = None
+    crop: Any = None  # the `CropSample` of the simulations (geometry of the crop grid)
     timings: dict[str, float] = field(default_factory=lambda: {"simulate": 0.0, "survival": 0.0})
 
     def score(self, plans: Sequence[Plan], progress: ProgressFn | None = None) -> list[PlanScore]:
@@ -111,6 +112,7 @@ class PlanScorer:
             self.simulated_samples += len(new) * self.samples
             if self.pre_hu is None:
                 self.pre_hu, self.pre_labels, self.region = result.pre_hu, result.pre_labels, result.region
+                self.crop = result.crop
             voxel_ml = float(np.prod(result.crop.spacing)) / 1000.0
             t0 = time.perf_counter()
             for sim in result.plans:

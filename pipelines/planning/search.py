@@ -65,6 +65,7 @@ class PlanningResult:
     simulations: dict[str, PlanSimulation] = field(repr=False)
     pre_hu: np.ndarray = field(repr=False)
     pre_labels: np.ndarray = field(repr=False)
+    crop: Any = field(default=None, repr=False)  # `CropSample`: the crop grid (affine) of pre_hu and simulations
 
     def best(self) -> PlanScore:
         return self.ranked[0]
@@ -260,4 +261,5 @@ def plan_case(case: Case, world: Any, survival: Any, proposal: Any = None, *, mo
     return PlanningResult(case_id=case.case_id, proposal=proposal, ranked=scores, settings=settings,
                           denoiser_passes=scorer.denoiser_passes, simulate_calls=scorer.simulate_calls,
                           simulated_samples=scorer.simulated_samples, timings=timings,
-                          simulations=scorer.simulations, pre_hu=scorer.pre_hu, pre_labels=scorer.pre_labels)
+                          simulations=scorer.simulations, pre_hu=scorer.pre_hu, pre_labels=scorer.pre_labels,
+                          crop=scorer.crop)

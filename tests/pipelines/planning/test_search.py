@@ -124,3 +124,31 @@ def test_plan_case_modes_and_result(world, case):
     assert given.settings["mode"] == "exhaustive" and given.proposal is None and len(given.ranked) == 2
     with pytest.raises(ConfigError, match="search mode"):
         plan_case(case, world, ViableVolumeSurvival(), _FixedProposal(), mode="greedy")
+
+
+def test_write_planning_files_and_report(world, case, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from models.errors import ConfigError as _ConfigError
+    from pipelines.caseio.nifti import read_nifti
+    from pipelines.planning.files import DISCLAIMER, planning_table_text, write_planning
+
+    result = plan_case(case, world, ViableVolumeSurvival(), candidates=["PVA", "Epirubicin; Lipiodol",
+                                                                        "Lobaplatin; Lipiodol"], **FAST)
+    out = write_planning(result, tmp_path / "plan", write_top=2, info={"case": "phantom"})
+    data = json.loads((out / "planning.json").read_text())
+    assert [r["plan"] for r in data["ranked"]] == [s.plan.canonical() for s in result.ranked]
+    assert len(data["ranked"][0]["files"]) == 2 and "files" not in data["ranked"][2]
+    crop = read_nifti(out / data["ranked"][0]["files"][1]["crop_ct"])
+    np.testing.assert_allclose(crop.array, result.simulation(result.ranked[0]).crops_hu[1], atol=1e-3)
+    table = pd.read_csv(out / "plans.csv")
+    assert list(table["plan"]) == [s.plan.canonical() for s in result.ranked]
+    report = (out / "report.html").read_text()
+    assert "Research use only" in report and report.count("data:image/png;base64,") == 1 + 1 + 3
+    assert (out / "survival.png").stat().st_size > 1000
+    text = planning_table_text(result)
+    assert result.ranked[0].plan.canonical() in text and DISCLAIMER in text
+    with pytest.raises(_ConfigError, match="not empty"):
+        write_planning(result, out)

@@ -38,6 +38,7 @@ __all__ = [
     "AnswerConflictError",
     "MeWMWarning",
     "GeometryWarning",
+    "ImputationWarning",
 ]
 
 
@@ -198,3 +199,7 @@ class MeWMWarning(UserWarning):
 
 class GeometryWarning(MeWMWarning):
     """Geometry differs within tolerance, or was corrected (e.g. reoriented to RAS)."""
+
+
+class ImputationWarning(MeWMWarning):
+    """A model filled in missing inputs (e.g. clinical covariates replaced by training means); the result is flagged."""

@@ -31,6 +31,7 @@ __all__ = [
     "PolicyConnectionError",
     "PolicyRefusalError",
     "PolicyReplyError",
+    "BatchError",
     "StudyError",
     "StudySetupError",
     "AccessDeniedError",
@@ -169,6 +170,13 @@ class ReasoningInputError(MeWMError, ValueError):
 
 class BackendUnavailableError(MeWMError, ConnectionError):
     """A language-model backend did not answer: server unreachable, timed out, or refused the request."""
+
+
+# ---------------------------------------------------------------------------------------------------- batch scoring
+class BatchError(MeWMError, RuntimeError):
+    """A batch scoring run (`pipelines.planning.batch`) cannot start or go on: its output folder holds a batch made
+    with other settings, another run is writing to it, or a worker could not load the models. A bad *case* is never
+    a BatchError: it is recorded under ``failed/`` and the batch goes on."""
 
 
 # ---------------------------------------------------------------------------------------------------- reader studies

@@ -17,7 +17,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # Modules that add their own subcommands (see the end of `build_parser`); each defines `register(sub, groups)`.
 # Command modules must import heavy packages (torch, transformers, ...) inside their command functions only.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "pipelines.planning.cli",
+)
 
 DISCLAIMER = "MeWM Workbench is for research only; its outputs are not for clinical use."
 

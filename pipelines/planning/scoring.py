@@ -90,6 +90,7 @@ class PlanScorer:
     denoiser_passes: int = 0
     simulate_calls: int = 0
     simulated_samples: int = 0
+    requested: int = 0  # plan evaluations asked for, repeats included (what a search without a cache would simulate)
     pre_hu: np.ndarray | None = None
     pre_labels: np.ndarray | None = None
     region: np.ndarray | None = None
@@ -99,6 +100,7 @@ class PlanScorer:
     def score(self, plans: Sequence[Plan], progress: ProgressFn | None = None) -> list[PlanScore]:
         """Scores of ``plans`` in the order given; unseen plans are simulated together in one batched call."""
         new: list[Plan] = []
+        self.requested += len(plans)
         for plan in plans:
             if plan_id(plan) not in self.scores and all(plan_id(plan) != plan_id(p) for p in new):
                 new.append(plan)

@@ -66,6 +66,7 @@ class PlanningResult:
     pre_hu: np.ndarray = field(repr=False)
     pre_labels: np.ndarray = field(repr=False)
     crop: Any = field(default=None, repr=False)  # `CropSample`: the crop grid (affine) of pre_hu and simulations
+    requested_evaluations: int = 0  # candidate evaluations the search asked for, repeats included
 
     def best(self) -> PlanScore:
         return self.ranked[0]
@@ -82,7 +83,8 @@ class PlanningResult:
             "proposal": None if self.proposal is None else self.proposal.to_dict(),
             "ranked": [dict(rank=i + 1, **s.to_dict()) for i, s in enumerate(self.ranked)],
             "denoiser_passes": self.denoiser_passes, "simulate_calls": self.simulate_calls,
-            "simulated_samples": self.simulated_samples, "timings_s": self.timings,
+            "simulated_samples": self.simulated_samples, "requested_evaluations": self.requested_evaluations,
+            "timings_s": self.timings,
             "notice": "Research use only; not for clinical use. Risks come from models trained on synthetic data.",
         })
 
@@ -261,5 +263,6 @@ def plan_case(case: Case, world: Any, survival: Any, proposal: Any = None, *, mo
     return PlanningResult(case_id=case.case_id, proposal=proposal, ranked=scores, settings=settings,
                           denoiser_passes=scorer.denoiser_passes, simulate_calls=scorer.simulate_calls,
                           simulated_samples=scorer.simulated_samples, timings=timings,
+                          requested_evaluations=scorer.requested,
                           simulations=scorer.simulations, pre_hu=scorer.pre_hu, pre_labels=scorer.pre_labels,
                           crop=scorer.crop)

@@ -18,7 +18,7 @@ import streamlit as st
 from pipelines.case import Case
 
 __all__ = ["sample_data_dir", "sample_cases", "sample_case", "uploaded_case", "summarise", "freeze",
-           "world_model_dir", "world_model", "suggested_plans"]
+           "world_model_dir", "world_model", "suggested_plans", "planning_config", "survival_model", "policy"]
 
 
 def sample_data_dir() -> str:
@@ -91,3 +91,26 @@ def suggested_plans() -> list[str]:
     from pipelines.cohort.plan_space import cohort_plan_space
 
     return [plan.canonical() for plan in cohort_plan_space()]
+
+
+def planning_config():
+    """The `Config` (policy and planning sections) from the file and environment, fresh on every call."""
+    from pipelines.config import load_config
+
+    return load_config()
+
+
+@st.cache_resource(show_spinner="Loading the survival model…", max_entries=2)
+def survival_model(directory: str):
+    """`pipelines.survival.model.load_survival_model` for ``directory``, shared read-only across sessions."""
+    from pipelines.survival.model import load_survival_model
+
+    return load_survival_model(directory)
+
+
+@st.cache_resource(show_spinner="Loading the policy…", max_entries=2)
+def policy(backend: str, _config):
+    """The configured policy backend (`pipelines.policy.load_policy`), one per backend name, shared."""
+    from pipelines.policy import load_policy
+
+    return load_policy(_config)

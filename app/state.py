@@ -18,6 +18,8 @@ DEFAULTS: dict[str, Any] = {
     "mewm.case_error": None,  # the last loading error (plain words), or None
     "mewm.series_choices": None,  # MultipleSeriesError.series, when a DICOM archive holds several series
     "mewm.simulation": None,  # (case source, SimulationResult) of the last Simulate run, or None
+    "mewm.proposal": None,  # (case source, policy backend, Proposal) of the last policy proposal, or None
+    "mewm.planning": None,  # (case source, PlanningResult) of the last Treatment Planning run, or None
 }
 
 

@@ -16,6 +16,7 @@ PAGES = [
     st.Page(HERE / "pages" / "home.py", title="Home", icon=":material/home:", default=True),
     st.Page(HERE / "pages" / "case_viewer.py", title="Case Viewer", icon=":material/radiology:"),
     st.Page(HERE / "pages" / "simulate.py", title="Simulate", icon=":material/science:"),
+    st.Page(HERE / "pages" / "treatment_planning.py", title="Treatment Planning", icon=":material/route:"),
 ]
 
 

@@ -18,6 +18,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Modules that add their own subcommands (see the end of `build_parser`); each defines `register(sub, groups)`.
 # Command modules must import heavy packages (torch, transformers, ...) inside their command functions only.
 COMMAND_MODULES: tuple[str, ...] = (
+    "pipelines.policy.cli",
     "pipelines.planning.cli",
 )
 

@@ -1,0 +1,54 @@
+"""`mewm policy propose`: what the configured policy proposes for one case (agents, rationale, candidate count)."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register", "proposal_text"]
+
+
+def proposal_text(proposal, candidates: int) -> str:
+    """The proposal as the command prints it (also handy in logs)."""
+    lines = [
+        f"Policy: {proposal.backend} ({proposal.model}), {proposal.attempts} attempt(s)",
+        f"Protocols: {', '.join(p.value for p in proposal.protocols)}",
+        f"Drugs: {', '.join(proposal.drugs) or 'none'}",
+        f"Embolics: {', '.join(proposal.embolics)}",
+        f"Preferred plan: {proposal.preferred.canonical() + ' (' + proposal.preferred.protocol.value + ')' if proposal.preferred else 'none'}",
+        f"Candidate plans (at most 2 drugs, 2 embolics): {candidates}",
+        "Rationale:",
+        *[f"  {line}" for line in proposal.rationale.splitlines()],
+        "Research use only; not for clinical use.",
+    ]
+    return "\n".join(lines)
+
+
+def _cmd_propose(args: argparse.Namespace) -> int:
+    import json
+
+    from pipelines.config import load_config
+    from pipelines.policy import load_policy
+    from pipelines.samples import resolve_case
+
+    overrides = {"policy.backend": args.backend} if args.backend else {}
+    policy = load_policy(load_config(args.config, overrides=overrides))
+    proposal = policy.propose(resolve_case(args.case))
+    candidates = proposal.candidate_plans()
+    if args.json:
+        print(json.dumps({**proposal.to_dict(), "case": str(args.case), "n_candidates": len(candidates),
+                          "candidates": [p.canonical() for p in candidates]}, indent=2))
+    else:
+        print(proposal_text(proposal, len(candidates)))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction]) -> None:
+    """Add ``mewm policy propose``."""
+    pol = sub.add_parser("policy", help="policy backends: who proposes candidate TACE agents").add_subparsers(
+        dest="policy_command", required=True)
+    pr = pol.add_parser("propose", help="print the policy's proposal for a case: agents, rationale, candidates")
+    pr.add_argument("--case", required=True,
+                    help="a sample case id, a cohort case folder (<cohort>/cases/<id>) or MANIFEST.csv#ID")
+    pr.add_argument("--backend", choices=("guideline", "openai", "hf"), help="policy backend (default: [policy])")
+    pr.add_argument("--json", action="store_true", help="print JSON (with the candidate plans) instead of text")
+    pr.set_defaults(func=_cmd_propose)

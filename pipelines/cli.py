@@ -20,6 +20,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.policy.cli",
     "pipelines.planning.cli",
+    "pipelines.planning.cli_batch",
 )
 
 DISCLAIMER = "MeWM Workbench is for research only; its outputs are not for clinical use."

@@ -1,4 +1,4 @@
-"""`mewm policy propose`: what the configured policy proposes for one case (agents, rationale, candidate count)."""
+"""`mewm policy propose` (a case's proposal: agents, rationale, candidate count) and `mewm eval policy` (vs the oracle)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,23 @@ def _cmd_propose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from pipelines.config import load_config
+    from pipelines.policy import load_policy
+    from pipelines.policy.evaluate import evaluate_policy
+
+    overrides = {"policy.backend": args.backend} if args.backend else {}
+    policy = load_policy(load_config(args.config, overrides=overrides))
+    report = evaluate_policy(args.cohort, policy, patients=args.patients, out=args.out, progress=not args.quiet)
+    print(json.dumps({k: report[k] for k in ("policy", "patients", "scored", "plan_space_size", "seconds",
+                                              "summary")}, indent=2))
+    if report["failed"]:
+        print(f"{len(report['failed'])} case(s) failed; see 'failed' in the report.")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction]) -> None:
     """Add ``mewm policy propose``."""
     pol = sub.add_parser("policy", help="policy backends: who proposes candidate TACE agents").add_subparsers(
@@ -52,3 +69,11 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
     pr.add_argument("--backend", choices=("guideline", "openai", "hf"), help="policy backend (default: [policy])")
     pr.add_argument("--json", action="store_true", help="print JSON (with the candidate plans) instead of text")
     pr.set_defaults(func=_cmd_propose)
+
+    ev = groups["eval"].add_parser("policy", help="a policy's preferred plan and candidate coverage vs the oracle")
+    ev.add_argument("--cohort", required=True, help="a virtual cohort folder with its oracle (mewm cohort generate)")
+    ev.add_argument("--backend", choices=("guideline", "openai", "hf"), help="policy backend (default: [policy])")
+    ev.add_argument("--patients", type=int, help="first N patients (default: all)")
+    ev.add_argument("--out", help="JSON report path (default: print the summary only)")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=_cmd_eval)

@@ -18,11 +18,15 @@ FAST = {"samples": 2, "steps": 2, "candidates": CANDIDATES}
 
 
 def load_tiny_models(settings: dict) -> ScoringModels:
-    """The world model of ``settings["weights_dir"]`` (tiny weights written by the test) and the test survival
-    model; no policy (the tests give fixed candidates)."""
+    """The world model of ``settings["weights_dir"]`` (tiny weights written by the test), the test survival
+    model, and (without fixed candidates) the configured policy, as `load_scoring_models` loads it."""
+    from pipelines.config import PolicyConfig
+    from pipelines.policy import load_policy
     from pipelines.worldmodel.weights import load_world_model
 
-    return ScoringModels(world=load_world_model(settings["weights_dir"]), survival=ViableVolumeSurvival())
+    policy = None if settings.get("candidates") else load_policy(PolicyConfig(**settings["policy"]))
+    return ScoringModels(world=load_world_model(settings["weights_dir"]), survival=ViableVolumeSurvival(),
+                         policy=policy)
 
 
 def write_cohort(root: Path, n: int = 3, corrupt: bool = False, no_tumour: bool = False) -> Path:

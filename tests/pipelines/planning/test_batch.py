@@ -137,3 +137,14 @@ def test_case_file_names_are_safe_and_distinct():
     names = [case_file_name(c) for c in ("VC00001", "a/b", "../x", ".hidden", "a%2Fb")]
     assert names[0] == "VC00001.json" and len(set(names)) == len(names)
     assert all("/" not in n and not n.startswith(".") for n in names)
+
+
+def test_without_fixed_plans_the_configured_policy_proposes_and_beam_search_ranks(cohort, weights, tmp_path):
+    out = tmp_path / "out"
+    report = score_manifest(cohort, out, settings={"samples": 2, "steps": 2, "beams": 2, "weights_dir": str(weights)},
+                            loader=TINY_LOADER, limit=1)
+    assert report.ok == 1 and report.settings["candidates"] is None and report.settings["mode"] == "beam"
+    result = json.loads((out / "cases" / "c0.json").read_text())["result"]
+    assert result["proposal"]["backend"] == "guideline" and result["proposal"]["rationale"]
+    assert result["settings"]["mode"] == "beam" and len(result["ranked"]) >= 2
+    assert report.results.loc[0, "proposal_backend"] == "guideline"

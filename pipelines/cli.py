@@ -21,6 +21,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.policy.cli",
     "pipelines.planning.cli",
     "pipelines.planning.cli_batch",
+    "pipelines.turing.cli",
+    "pipelines.survival.cli",
 )
 
 DISCLAIMER = "MeWM Workbench is for research only; its outputs are not for clinical use."

@@ -1,10 +1,14 @@
-"""`mewm policy propose` (a case's proposal: agents, rationale, candidate count) and `mewm eval policy` (vs the oracle)."""
+"""`mewm policy propose` (a case's agents, rationale and candidate count) and `mewm eval policy` (vs the oracle)."""
 
 from __future__ import annotations
 
 import argparse
 
 __all__ = ["register", "proposal_text"]
+
+
+def _plan_text(plan) -> str:
+    return "none" if plan is None else f"{plan.canonical()} ({plan.protocol.value})"
 
 
 def proposal_text(proposal, candidates: int) -> str:
@@ -14,7 +18,7 @@ def proposal_text(proposal, candidates: int) -> str:
         f"Protocols: {', '.join(p.value for p in proposal.protocols)}",
         f"Drugs: {', '.join(proposal.drugs) or 'none'}",
         f"Embolics: {', '.join(proposal.embolics)}",
-        f"Preferred plan: {proposal.preferred.canonical() + ' (' + proposal.preferred.protocol.value + ')' if proposal.preferred else 'none'}",
+        f"Preferred plan: {_plan_text(proposal.preferred)}",
         f"Candidate plans (at most 2 drugs, 2 embolics): {candidates}",
         "Rationale:",
         *[f"  {line}" for line in proposal.rationale.splitlines()],

@@ -118,7 +118,8 @@ class OpenAIPolicy:
             raise PolicyConnectionError(f"Cannot reach {where}: {type(e).__name__}: {e}. Check [policy] "
                                         "openai_base_url and that the server is running.") from None
         if r.status_code != 200:
-            raise PolicyConnectionError(f"{where} answered HTTP {r.status_code}: {_error_text(r)}{_hint(r.status_code, self)}")
+            raise PolicyConnectionError(
+                f"{where} answered HTTP {r.status_code}: {_error_text(r)}{_hint(r.status_code, self)}")
         try:
             data = r.json()
             choice = data["choices"][0]

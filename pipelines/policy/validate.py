@@ -110,8 +110,8 @@ def _check(data: dict[str, Any], backend: str, model: str, raw: str, attempts: i
     preferred = None
     pref = data.get("preferred_plan")
     if "preferred_plan" in data:
-        if not (isinstance(pref, dict) and isinstance(pref.get("agents"), list) and isinstance(pref.get("protocol"), str)
-                and set(pref) == {"agents", "protocol"}):
+        if not (isinstance(pref, dict) and set(pref) == {"agents", "protocol"}
+                and isinstance(pref["agents"], list) and isinstance(pref["protocol"], str)):
             problems.append('preferred_plan must be {"agents": [names], "protocol": "cTACE" | "DEB-TACE" | "bland"}.')
         else:
             try:

@@ -17,6 +17,10 @@ PAGES = [
     st.Page(HERE / "pages" / "case_viewer.py", title="Case Viewer", icon=":material/radiology:"),
     st.Page(HERE / "pages" / "simulate.py", title="Simulate", icon=":material/science:"),
     st.Page(HERE / "pages" / "treatment_planning.py", title="Treatment Planning", icon=":material/route:"),
+    st.Page(HERE / "pages" / "batch_scoring.py", title="Batch Scoring", icon=":material/batch_prediction:"),
+    st.Page(HERE / "pages" / "turing_read.py", title="Turing Test", icon=":material/visibility:"),
+    st.Page(HERE / "pages" / "turing_admin.py", title="Turing Admin", icon=":material/admin_panel_settings:"),
+    st.Page(HERE / "pages" / "turing_results.py", title="Turing Results", icon=":material/query_stats:"),
 ]
 
 

@@ -49,8 +49,8 @@ from pipelines.manifest import ManifestRecord, load_manifest_case, read_manifest
 from pipelines.progress import ProgressFn, resolve_progress
 
 __all__ = ["BACKENDS", "DEFAULT_LOADER", "RESULT_KEYS", "BatchReport", "ScoringModels", "ScoringWorker",
-           "batch_settings", "case_file_name", "load_scoring_models", "read_case_records", "results_table",
-           "score_case", "score_manifest"]
+           "batch_settings", "case_file_name", "default_out_dir", "load_scoring_models", "read_case_records",
+           "results_table", "score_case", "score_manifest", "stage_uploaded_manifest"]
 
 BACKENDS = ("process", "ray")
 # The function that loads a worker's models, as an import path (importable in every worker process).
@@ -368,6 +368,49 @@ def read_case_records(out: str | os.PathLike) -> dict[str, dict[str, Any]]:
             if data is not None and "case_id" in data:
                 records[data["case_id"]] = data
     return records
+
+
+def default_out_dir(root: str | os.PathLike, settings: dict[str, Any]) -> Path:
+    """``root/batch-<digest>``: one folder per manifest and result-defining settings, so running the same batch
+    again (e.g. from the app after a restart) resumes it instead of starting over."""
+    import hashlib
+
+    key = json.dumps({k: settings.get(k) for k in RESULT_KEYS}, sort_keys=True, default=str)
+    return Path(root).expanduser() / f"batch-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def stage_uploaded_manifest(manifest_csv: bytes, files_zip: bytes | None, root: str | os.PathLike) -> Path:
+    """Put an uploaded manifest (and a zip of the files it names, paths relative to the manifest) in a folder of
+    its own under ``root`` (named by the uploads' digest, so the same upload lands in the same folder); return the
+    checked manifest path.
+
+    Raises:
+        UnsafeArchiveError / UnreadableFileError: the zip is unsafe or corrupt. ManifestError: the manifest is
+        malformed or names files that are not in the zip (or on this server).
+    """
+    import hashlib
+
+    from pipelines.caseio.archive import extract_zip
+
+    digest = hashlib.sha256(manifest_csv + b"\0" + (files_zip or b"")).hexdigest()[:16]
+    folder = Path(root).expanduser() / f"upload-{digest}"
+    if not (folder / "manifest.csv").is_file():
+        staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        if files_zip:
+            archive = staging.with_suffix(".zip")
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            archive.write_bytes(files_zip)
+            try:
+                extract_zip(archive, staging)
+            finally:
+                archive.unlink(missing_ok=True)
+        staging.mkdir(parents=True, exist_ok=True)
+        (staging / "manifest.csv").write_bytes(manifest_csv)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(staging, folder)
+    read_manifest(folder / "manifest.csv")  # ManifestError names the row and the missing file
+    return folder / "manifest.csv"
 
 
 # ------------------------------------------------------------------------------------------------------ results

@@ -148,3 +148,30 @@ def test_without_fixed_plans_the_configured_policy_proposes_and_beam_search_rank
     assert result["proposal"]["backend"] == "guideline" and result["proposal"]["rationale"]
     assert result["settings"]["mode"] == "beam" and len(result["ranked"]) >= 2
     assert report.results.loc[0, "proposal_backend"] == "guideline"
+
+
+def test_an_uploaded_manifest_and_zip_are_staged_and_scored(cohort, weights, tmp_path):
+    import io
+    import zipfile
+
+    from models.errors import ManifestError, UnsafeArchiveError
+    from pipelines.planning.batch import stage_uploaded_manifest
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for name in ("c0_ct.nii.gz", "c0_labels.nii.gz"):
+            z.write(cohort.parent / name, name)
+    csv = b"case_id,ct,labels\nc0,c0_ct.nii.gz,c0_labels.nii.gz\n"
+    staged = stage_uploaded_manifest(csv, buffer.getvalue(), tmp_path / "uploads")
+    assert staged.parent.parent == tmp_path / "uploads" and (staged.parent / "c0_ct.nii.gz").is_file()
+    assert stage_uploaded_manifest(csv, buffer.getvalue(), tmp_path / "uploads") == staged  # same upload, same place
+    assert score(staged, tmp_path / "out", weights).ok == 1
+
+    with pytest.raises(ManifestError, match="c1_ct.nii.gz does not exist"):
+        stage_uploaded_manifest(csv + b"c1,c1_ct.nii.gz,\n", buffer.getvalue(), tmp_path / "uploads")
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../escape.txt", "x")
+    with pytest.raises(UnsafeArchiveError):
+        stage_uploaded_manifest(csv, evil.getvalue(), tmp_path / "uploads")
+    assert not (tmp_path / "escape.txt").exists()

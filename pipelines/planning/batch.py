@@ -49,8 +49,8 @@ from pipelines.manifest import ManifestRecord, load_manifest_case, read_manifest
 from pipelines.progress import ProgressFn, resolve_progress
 
 __all__ = ["BACKENDS", "DEFAULT_LOADER", "RESULT_KEYS", "BatchReport", "ScoringModels", "ScoringWorker",
-           "batch_settings", "case_file_name", "default_out_dir", "load_scoring_models", "read_case_records",
-           "results_table", "score_case", "score_manifest", "stage_uploaded_manifest"]
+           "batch_settings", "case_file_name", "default_out_dir", "load_scoring_models", "machine_info",
+           "read_case_records", "results_table", "score_case", "score_manifest", "stage_uploaded_manifest"]
 
 BACKENDS = ("process", "ray")
 # The function that loads a worker's models, as an import path (importable in every worker process).
@@ -497,7 +497,7 @@ class BatchReport:
                            "scored_this_run": self.scored, "skipped_already_done": self.skipped},
                 "timing": {"seconds": self.seconds, "cases_per_hour": self.cases_per_hour,
                            "mean_case_seconds": mean, "case_seconds": self.case_seconds},
-                "machine": _machine(), "notice": NOTICE}
+                "machine": machine_info(), "notice": NOTICE}
 
     def summary(self) -> str:
         lines = [f"{self.total} cases: {self.ok} scored, {self.failed} failed, {self.pending} pending "
@@ -510,7 +510,8 @@ class BatchReport:
         return "\n".join(lines)
 
 
-def _machine() -> dict[str, Any]:
+def machine_info() -> dict[str, Any]:
+    """Where a batch ran (for timings): platform, Python, CPU count, torch version and threads."""
     import torch
 
     return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),

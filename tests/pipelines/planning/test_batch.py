@@ -175,3 +175,14 @@ def test_an_uploaded_manifest_and_zip_are_staged_and_scored(cohort, weights, tmp
     with pytest.raises(UnsafeArchiveError):
         stage_uploaded_manifest(csv, evil.getvalue(), tmp_path / "uploads")
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_bench_batch_report(cohort, weights, tmp_path):
+    from pipelines.planning.batch_bench import bench_batch
+
+    report = bench_batch(cohort, cases=2, settings=settings(weights), out=tmp_path / "bench.json",
+                         backends=("process",), workers=(1,), loader=TINY_LOADER, progress=False)
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["runs"]["process_1"]["cases"] == 2 and saved["runs"]["process_1"]["ok"] == 1  # c0, bad_ct
+    assert saved["cases_per_hour"]["process_1"] > 0 and saved["same_rankings_across_runs"] is True
+    assert report["settings"]["samples"] == 2 and saved["machine"]["cpu_count"] >= 1

@@ -186,6 +186,12 @@ def _card_body(report: dict[str, Any]) -> str:
     for name, e in m.items():
         lines.append(f"| {name} | {fmt(e['value'])} | {e['target'] or '–'} | {ok(e['pass'])} | "
                      f"{fmt(e['baseline'])}{' (' + e['baseline_name'] + ')' if e.get('baseline_name') else ''} |")
+    oracle = m["oracle_c_index"]["value"]
+    if oracle is not None:
+        lines += ["", f"The oracle row is the C-index of the simulator's own expected survival (RMST-60) under each "
+                      f"patient's administered plan: the ranking by the true expected survival, which a model can "
+                      f"only beat by chance, since the observed times add random (Weibull and censoring) noise. The model's C-index is "
+                      f"{m['c_index']['value'] / oracle:.0%} of it."]
     lines += ["", "Risk tertiles (Kaplan-Meier plot `km_risk_groups.png`):", ""]
     lines += [f"- {g['group']}: {g['n']} patients, {g['deaths']} deaths, KM median "
               f"{fmt(g['km_median_months'])} months" for g in report["risk_groups"]["groups"]]

@@ -515,7 +515,8 @@ def machine_info() -> dict[str, Any]:
     import torch
 
     return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads_driver": torch.get_num_threads()}
+            "torch": torch.__version__, "torch_threads_driver": torch.get_num_threads(),
+            "load_average_1_5_15m": list(os.getloadavg())}  # other work on the machine skews timings
 
 
 # ----------------------------------------------------------------------------------------------------- the recipe

@@ -15,6 +15,7 @@ from pipelines.planning.batch import ScoringModels
 TINY_LOADER = "batch_helpers:load_tiny_models"
 CANDIDATES = ["Epirubicin; Lipiodol", "Lobaplatin; Lipiodol; Gelatin Sponge", "PVA"]
 FAST = {"samples": 2, "steps": 2, "candidates": CANDIDATES}
+LOADS: list[str] = []  # one entry per model load in this process (models load once per worker, never per case)
 
 
 def load_tiny_models(settings: dict) -> ScoringModels:
@@ -24,6 +25,7 @@ def load_tiny_models(settings: dict) -> ScoringModels:
     from pipelines.policy import load_policy
     from pipelines.worldmodel.weights import load_world_model
 
+    LOADS.append(settings["weights_dir"])
     policy = None if settings.get("candidates") else load_policy(PolicyConfig(**settings["policy"]))
     return ScoringModels(world=load_world_model(settings["weights_dir"]), survival=ViableVolumeSurvival(),
                          policy=policy)

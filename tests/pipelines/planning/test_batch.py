@@ -13,7 +13,7 @@ import torch
 from models.errors import BatchError, CheckpointNotFoundError, ConfigError, PlanValidationError
 from pipelines.planning.batch import _locked, case_file_name, read_case_records, score_manifest
 
-from batch_helpers import FAST, TINY_LOADER, write_cohort, write_tiny_weights
+from batch_helpers import FAST, LOADS, TINY_LOADER, write_cohort, write_tiny_weights
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -44,8 +44,9 @@ def score(cohort, out, weights, **kw):
 
 
 def test_every_case_scored_bad_ones_recorded_and_tables_match_the_json(cohort, weights, tmp_path):
-    seen = []
+    seen, loads = [], len(LOADS)
     report = score(cohort, tmp_path / "out", weights, progress=lambda d, t, m: seen.append((d, t, m)))
+    assert len(LOADS) == loads + 1  # the models were loaded once for the five cases
     out = tmp_path / "out"
     assert (report.total, report.ok, report.failed, report.pending, report.scored) == (5, 3, 2, 0, 5)
     assert sorted(p.name for p in (out / "cases").iterdir()) == ["c0.json", "c1.json", "c2.json"]

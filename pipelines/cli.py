@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.planning.cli_batch",
     "pipelines.turing.cli",
     "pipelines.survival.cli",
+    "pipelines.reasoning.cli",
 )
 
 DISCLAIMER = "MeWM Workbench is for research only; its outputs are not for clinical use."

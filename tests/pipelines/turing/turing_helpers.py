@@ -20,12 +20,13 @@ __all__ = ["write_tiny_cohort", "write_crop_folders", "make_store", "write_tiny_
 PLANS = ("Epirubicin; Lipiodol", "Gelatin Sponge", "Lobaplatin; Epirubicin; Lipiodol")
 
 
-def write_tiny_cohort(root: Path, n: int = 3) -> Path:
-    """``root/manifest.csv`` with ``n`` phantom cases (pre CT, labels, a Lipiodol-bright post CT, a plan)."""
+def write_tiny_cohort(root: Path, n: int = 3, prefix: str = "TC") -> Path:
+    """``root/manifest.csv`` with ``n`` phantom cases ``<prefix>00``… (pre CT, labels, a Lipiodol-bright post CT,
+    a plan)."""
     root.mkdir(parents=True, exist_ok=True)
     records = []
     for i in range(n):
-        case = make_case(f"TC{i:02d}", tumour_radius_mm=10.0 + 2 * i)
+        case = make_case(f"{prefix}{i:02d}", tumour_radius_mm=10.0 + 2 * i)
         tumour = case.labels.array == LABELS["tumour"]
         post = case.ct.array.copy()
         post[tumour] = 700.0

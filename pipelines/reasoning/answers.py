@@ -23,7 +23,8 @@ __all__ = ["ParsedAnswer", "parse_options", "parse_answer", "is_correct", "norma
            "FINAL_ANSWER_RE"]
 
 MAX_OPEN_WORDS = 12
-FINAL_ANSWER_RE = re.compile(r"\bthe\s+(?:correct\s+|final\s+|right\s+)?answer\s+is\b\s*:?\s*(?P<rest>[^\n]*)",
+FINAL_ANSWER_RE = re.compile(r"\bthe\s+(?:correct\s+|final\s+|right\s+)?answer\s+is\b[ \t]*:?[ \t]*"
+                             r"(?P<rest>(?:(?!\bthe\s+(?:correct\s+|final\s+|right\s+)?answer\s+is\b)[^\n])*)",
                              re.IGNORECASE)
 _OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[.):]\s+(\S.*?)\s*$")
 _PREFIX_WORDS = re.compile(r"^(?:option|choice|answer|letter)\s*:?\s*", re.IGNORECASE)

@@ -30,7 +30,7 @@ INSTRUCTION = ("Answer the medical question below. Think step by step, writing e
 ROOT_STEP = "Let's break down this problem step by step."
 MAX_QUESTION_CHARS = 4000  # longer questions are cut (the user is told); the 135M model has a 8k-token context
 ANSWER_STEP_RE = re.compile(r"the answer is", re.IGNORECASE)
-_STEP_MARK = re.compile(r"(?:^|\n)\s*Step\s+(\d+)\s*:\s*", re.IGNORECASE)
+_STEP_MARK = re.compile(r"(?:^|\n)[ \t]*Step\s+(\d+)[ \t]*:[ \t]*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

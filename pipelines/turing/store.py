@@ -225,6 +225,11 @@ class StudyStore:
                                 truths.count("synthetic"), int(readers or 0), int(answers or 0), study.created_at,
                                 dict(study.settings))
 
+    def study_folder(self, study_id: int) -> Path:
+        """The folder holding the study's PNGs (named by the study's random uid)."""
+        with session_scope(self.engine) as s:
+            return self.studies_dir / self._study(s, study_id).uid
+
     def readers(self, study_id: int) -> list[ReaderSummary]:
         with session_scope(self.engine) as s:
             self._study(s, study_id)

@@ -188,3 +188,36 @@ def test_view_settings_are_validated():
                           ({"window_width": -1}, "window"), ({"display_px": 10}, "display_px")):
         with pytest.raises(StudySetupError, match=match):
             ViewSettings(**kwargs)
+
+
+def test_same_seed_same_study_apart_from_the_random_tokens(cohort_set, tmp_path):
+    from pipelines.db import session_scope
+    from pipelines.turing.tables import StudyItem
+    from sqlalchemy import select
+
+    store = make_store(tmp_path)
+    view = ViewSettings()
+    ids = [store.create_study(f"s{i}", cohort_set, view, seed=5).id for i in range(2)]
+    with session_scope(store.engine) as s:
+        items = {i: list(s.scalars(select(StudyItem).where(StudyItem.study_id == i).order_by(StudyItem.id)))
+                 for i in ids}
+    assert [x.source for x in items[ids[0]]] == [x.source for x in items[ids[1]]]
+    assert not {x.token for x in items[ids[0]]} & {x.token for x in items[ids[1]]}
+    pngs = [[(store.study_folder(i) / f"{x.token}.png").read_bytes() for x in items[i]]
+            for i in ids]
+    assert pngs[0] == pngs[1]  # the same pixels, in the same order
+
+
+def test_tables_compile_for_postgresql():
+    """The schema uses portable types only, so a PostgreSQL `database_url` creates the same tables."""
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.schema import CreateTable
+
+    from pipelines.db import Base
+    from pipelines.turing import tables  # noqa: F401 - registers the tables on Base
+
+    ddl = [str(CreateTable(t).compile(dialect=postgresql.dialect())) for t in Base.metadata.sorted_tables
+           if t.name.startswith("turing_")]
+    assert len(ddl) == 5
+    assert any("UNIQUE (reader_id, item_id)" in d for d in ddl)
+    assert any("BYTEA" in d for d in ddl) and any("JSON" in d for d in ddl)

@@ -41,6 +41,52 @@ def _cmd_evolve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_prm(args: argparse.Namespace) -> int:
+    import torch
+
+    from pipelines.reasoning.train_prm import train_prm
+
+    torch.set_num_threads(args.threads)
+    report = train_prm(args.trees, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       seed=args.seed, resume=args.resume, progress=not args.quiet)
+    print(report.summary())
+    return 0
+
+
+def _cmd_train_policy(args: argparse.Namespace) -> int:
+    import torch
+
+    from pipelines.reasoning.train_policy import train_policy
+
+    torch.set_num_threads(args.threads)
+    report = train_policy(args.trees, args.out, base=args.base, steps=args.steps, lr=args.lr, rank=args.rank,
+                          seed=args.seed, max_tokens=args.max_tokens, progress=not args.quiet)
+    print(report.summary())
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from pipelines.reasoning.evaluate import evaluate
+    from pipelines.reasoning.prm import load_prm
+
+    report = evaluate(args.data, _backend(args), load_prm(args.prm), args.out, n=args.n, limit=args.limit,
+                      temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                      card_dir=args.card, progress=not args.quiet)
+    table = {name: {k: f"{v['accuracy']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]"
+                    for k, v in f["metrics"].items()} for name, f in report["files"].items()}
+    print(json.dumps(table, indent=2))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from pipelines.reasoning.bench import bench_reasoning
+
+    report = bench_reasoning(_backend(args), prm_dir=args.prm, out=args.out, card_dir=args.card,
+                             max_new_tokens=args.max_new_tokens, repeats=args.repeats)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _add_backend_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("smollm2", "hf", "openai"), help="policy backend (default [reasoning])")
     p.add_argument("--model-dir", help="hf: causal-LM directory; smollm2: another GGUF file")
@@ -78,3 +124,51 @@ def register(sub, groups) -> None:
     ev.add_argument("--quiet", action="store_true")
     _add_backend_flags(ev)
     ev.set_defaults(func=_cmd_evolve)
+
+    tp = rs.add_parser("train-prm", help="train the PRM's step-value head on MCTS trees + adversarial negatives")
+    tp.add_argument("--trees", required=True, action="append", help="trees JSONL from `evolve` (repeatable)")
+    tp.add_argument("--out", required=True, help="PRM folder (config.json, model.pt, MODEL_CARD.md)")
+    tp.add_argument("--steps", type=int, default=600)
+    tp.add_argument("--batch-size", type=int, default=32)
+    tp.add_argument("--lr", type=float, default=1e-3)
+    tp.add_argument("--seed", type=int, default=0)
+    tp.add_argument("--threads", type=int, default=1, help="torch CPU threads (use 2 only under the heavy lock)")
+    tp.add_argument("--resume", action="store_true")
+    tp.add_argument("--quiet", action="store_true")
+    tp.set_defaults(func=_cmd_train_prm)
+
+    pol = rs.add_parser("train-policy", help="LoRA fine-tuning (peft) of the policy on the correct MCTS paths")
+    pol.add_argument("--trees", required=True, action="append", help="trees JSONL from `evolve` (repeatable)")
+    pol.add_argument("--out", required=True, help="output folder: merged causal-LM directory usable with --backend hf")
+    pol.add_argument("--base", help="base causal-LM directory (default: SmolLM2-135M from the embedded GGUF)")
+    pol.add_argument("--steps", type=int, default=30)
+    pol.add_argument("--lr", type=float, default=2e-4)
+    pol.add_argument("--rank", type=int, default=16)
+    pol.add_argument("--max-tokens", type=int, default=512, help="longer examples are dropped")
+    pol.add_argument("--seed", type=int, default=0)
+    pol.add_argument("--threads", type=int, default=1)
+    pol.add_argument("--quiet", action="store_true")
+    pol.set_defaults(func=_cmd_train_policy)
+
+    e = rs.add_parser("eval", help="greedy, majority@N, PRM best-of-N and P-VS accuracy (95% CIs) on dev items")
+    e.add_argument("--data", required=True, action="append", help="reference-format JSON (repeatable)")
+    e.add_argument("--n", type=int, default=8)
+    e.add_argument("--limit", type=int, default=100, help="first N dev items per file (default 100)")
+    e.add_argument("--temperature", type=float, default=0.8)
+    e.add_argument("--max-new-tokens", type=int, default=256)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--prm", help="PRM directory (default [reasoning] prm_dir)")
+    e.add_argument("--out", default="runs/reasoning/evaluation.json", help="JSON report (candidates cached beside)")
+    e.add_argument("--card", help="also copy the report into this PRM folder and rebuild its MODEL_CARD.md")
+    e.add_argument("--quiet", action="store_true")
+    _add_backend_flags(e)
+    e.set_defaults(func=_cmd_eval)
+
+    b = groups["bench"].add_parser("reasoning", help="batched vs sequential tok/s, s/answer at N=1,4,8, PRM time")
+    b.add_argument("--prm", help="PRM directory (default [reasoning] prm_dir)")
+    b.add_argument("--out", default="runs/reasoning/benchmark.json")
+    b.add_argument("--card", help="also copy the report into this PRM folder and rebuild its MODEL_CARD.md")
+    b.add_argument("--max-new-tokens", type=int, default=128)
+    b.add_argument("--repeats", type=int, default=2)
+    _add_backend_flags(b)
+    b.set_defaults(func=_cmd_bench)

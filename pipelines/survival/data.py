@@ -81,7 +81,7 @@ class SurvivalData:
         return d
 
     def summary(self) -> dict[str, Any]:
-        return {"manifest": str(self.cache.manifest), "synthetic": self.cache.synthetic, "n_cases": len(self),
+        return {"manifest": display_path(self.cache.manifest), "synthetic": self.cache.synthetic, "n_cases": len(self),
                 "n_events": int(self.event.sum()), "n_skipped": len(self.skipped) + len(self.cache.skipped),
                 "post_labels": self.post_source, "segmenter": self.segmenter, "crop": self.cache.config.to_dict(),
                 "cache_key": self.cache.key}

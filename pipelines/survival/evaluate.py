@@ -172,6 +172,27 @@ def risk_group_plot(log_risk: np.ndarray, time: np.ndarray, event: np.ndarray, p
 
 
 # ------------------------------------------------------------------------------------------------ the command
+def _training_segmenter(recorded: dict[str, Any]) -> Path:
+    """The segmenter the model was trained with: its recorded folder (relative to the working directory) or else
+    the configured world model's, checked against the recorded weights sha256 so that held-out crops are labelled
+    exactly as the training crops were."""
+    import hashlib
+
+    from models.errors import ConfigError
+    from pipelines.survival.data import default_segmenter_dir
+
+    candidate = Path(recorded["dir"]) if recorded.get("dir") else default_segmenter_dir()
+    if not (candidate / "model.pt").is_file():
+        candidate = default_segmenter_dir()
+    if recorded.get("weights_sha256") and (candidate / "model.pt").is_file():
+        sha = hashlib.sha256((candidate / "model.pt").read_bytes()).hexdigest()
+        if sha != recorded["weights_sha256"]:
+            raise ConfigError(f"The survival model was trained on post-treatment labels of the segmenter with weights "
+                              f"sha256 {recorded['weights_sha256'][:12]}…, but {candidate} holds {sha[:12]}…. Pass "
+                              "that segmenter with --segmenter DIR (or another one on purpose).")
+    return candidate
+
+
 def _card_body(report: dict[str, Any]) -> str:
     m = report["metrics"]
 
@@ -227,8 +248,8 @@ def evaluate_survival(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
     trained = model.extra.get("data", {})
     crop = CropConfig(**trained["crop"]) if trained.get("crop") else None
     post_labels = trained.get("post_labels", "segmented")
-    if segmenter_dir is None and trained.get("segmenter", {}).get("dir"):
-        segmenter_dir = trained["segmenter"]["dir"]
+    if segmenter_dir is None and post_labels == "segmented":
+        segmenter_dir = _training_segmenter(trained.get("segmenter") or {})
     data = load_survival_data(cohort_dir, crop=crop, post_labels=post_labels, segmenter_dir=segmenter_dir,
                               cache_dir=cache_dir, progress=progress)
     log_risk, times, curves = predict_cohort(model, data, progress)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import CheckpointNotFoundError
+from models.errors import CheckpointNotFoundError, ModelOutputError
 from pipelines.case import Covariates
 
 __all__ = ["HORIZON_MONTHS", "GRID_STEP_MONTHS", "KINDS", "RiskPrediction", "SurvivalModel", "BreslowBaseline",
@@ -120,8 +120,6 @@ def prediction_from_log_risk(log_risk: np.ndarray, baseline: BreslowBaseline, im
     """Curves, medians and RMSTs of ``(T,)`` log-risks under a proportional-hazards ``baseline``."""
     log_risk = np.asarray(log_risk, np.float64).reshape(-1)
     if not np.all(np.isfinite(log_risk)):
-        from models.errors import ModelOutputError
-
         raise ModelOutputError(f"The survival model returned non-finite log-risks {log_risk.tolist()}.")
     times = np.arange(0.0, horizon + step / 2, step)
     # exact RMST of the step function: integrate between its jumps, not only on the reporting grid

@@ -59,6 +59,11 @@ def test_train_and_eval_cox(cohort, tmp_path, capsys):
     assert "mewm train survival --kind cox" in card and "synthetic" in card
     report = _eval(capsys, cohort, out)
     assert report["post_labels"] == "segmented" and report["kind"] == "cox"
+    # held-out crops must be labelled by the segmenter the model was trained with
+    config["extra"]["data"]["segmenter"]["weights_sha256"] = "0" * 64
+    (out / "config.json").write_text(json.dumps(config))
+    rc, _, err = _run(capsys, "eval", "survival", "--cohort", cohort, "--weights", out, "--quiet")
+    assert rc == 2 and "--segmenter DIR" in err
 
 
 def test_segmented_post_labels_follow_the_segmenter_inside_the_change_region(cohort):

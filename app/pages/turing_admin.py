@@ -53,6 +53,10 @@ with new_tab:
     context = c3.toggle("Show the pre-treatment image as context", key="turing.admin.context", disabled=not cohort,
                         help="Simulated crops keep the pre-treatment voxels outside the tumour's change region, so "
                              "a reader comparing with the context may spot identical background. Off by default.")
+    disjoint = st.toggle("Real and synthetic items from different patients", key="turing.admin.disjoint",
+                         disabled=not cohort,
+                         help="Off: a patient may give both a real and a synthetic item (the reference design), so "
+                              "a reader may meet the same patient twice. On: needs more cases than real items.")
     if st.button("Create study", type="primary", key="turing.admin.create"):
         from pipelines.turing.render import ViewSettings
         from pipelines.turing.sources import cohort_sources, folder_sources
@@ -66,6 +70,7 @@ with new_tab:
                 world = resources.world_model(resources.world_model_dir())
                 sources = cohort_sources(manifest or resources.sample_data_dir(), world, int(n_real),
                                          int(n_synthetic), seed=int(seed), steps=int(steps),
+                                         disjoint=bool(disjoint),
                                          progress=lambda d, t, m: bar.progress(d / t, text=f"Simulating {d}/{t}"))
             else:
                 sources = folder_sources(real_dir or "", synthetic_dir or "", int(n_real), int(n_synthetic),

@@ -61,7 +61,7 @@ def _cmd_create(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         world = load_world_model(args.weights or config.worldmodel.weights_dir)
         sources = cohort_sources(args.manifest or config.app.sample_data_dir, world, args.real, args.synthetic,
-                                 seed=args.seed, steps=args.steps, guidance=args.guidance,
+                                 seed=args.seed, steps=args.steps, guidance=args.guidance, disjoint=args.disjoint,
                                  progress=None if args.quiet else TqdmProgress("simulate", "case"))
     study = _store(args).create_study(args.name, sources, view, seed=args.seed, context=args.context,
                                       actor=_actor(), progress=None if args.quiet else TqdmProgress("render", "item"))
@@ -164,6 +164,8 @@ def register(sub, groups) -> None:
     c.add_argument("--window", default="Soft tissue", help="window preset (Liver, Soft tissue, Bone, Lipiodol)")
     c.add_argument("--width", type=float, help="window width in HU (overrides the preset)")
     c.add_argument("--level", type=float, help="window level in HU (overrides the preset)")
+    c.add_argument("--disjoint", action="store_true",
+                   help="real and synthetic items from different patients (cohort only; default: the same patients)")
     c.add_argument("--context", action="store_true", help="also show the pre-treatment crop (cohort only)")
     c.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
     c.add_argument("--steps", type=int, default=25, help="DDIM steps of the simulation (default 25)")

@@ -63,10 +63,14 @@ def _hu(windowed) -> np.ndarray:
 
 
 def cohort_sources(manifest: str | os.PathLike, world, n_real: int, n_synthetic: int, seed: int = 0,
-                   steps: int = 25, guidance: float = 2.0, progress: ProgressFn | None = None) -> SourceSet:
+                   steps: int = 25, guidance: float = 2.0, disjoint: bool = False,
+                   progress: ProgressFn | None = None) -> SourceSet:
     """``n_real`` real and ``n_synthetic`` synthetic crops from a cohort manifest (see the module docstring).
 
     Synthetic items are spread over the cases: ``ceil(n_synthetic / usable cases)`` samples per case at most.
+    With ``disjoint``, real and synthetic items come from different patients (the first ``n_real`` cases of the
+    seeded order give the real items, the others the synthetic ones), so no reader sees a patient twice as a
+    real/synthetic pair; by default a patient may give both (the reference design: same patients).
 
     Raises:
         StudySetupError: bad counts, or the cohort has too few usable cases (the message lists why cases were left
@@ -84,8 +88,13 @@ def cohort_sources(manifest: str | os.PathLike, world, n_real: int, n_synthetic:
         raise StudySetupError(f"The cohort has {len(candidates)} case(s) with a post-treatment CT, so at most "
                               f"{len(candidates)} real item(s) (one per case); {n_real} were asked for. Lower the "
                               "number of real items or use a larger cohort (mewm cohort generate).")
-    order = np.random.default_rng(seed).permutation(len(candidates))
-    per_case = max(1, math.ceil(n_synthetic / max(1, len(candidates))))
+    order = [int(i) for i in np.random.default_rng(seed).permutation(len(candidates))]
+    real_cases, synthetic_cases = (set(order[:n_real]), set(order[n_real:])) if disjoint else (set(order), set(order))
+    if not synthetic_cases:
+        raise StudySetupError(f"With real and synthetic items from different patients, {n_real} real item(s) use all "
+                              f"{len(candidates)} case(s) of the cohort and leave none to simulate. Lower the number "
+                              "of real items, allow the same patients, or use a larger cohort.")
+    per_case = max(1, math.ceil(n_synthetic / len(synthetic_cases)))
     crops: list[SourceCrop] = []
     real = synthetic = 0
     size = world.crop
@@ -94,7 +103,11 @@ def cohort_sources(manifest: str | os.PathLike, world, n_real: int, n_synthetic:
     for step, i in enumerate(order):
         if real >= n_real and synthetic >= n_synthetic:
             break
-        record = candidates[int(i)]
+        want_real = real < n_real and i in real_cases
+        want_synthetic = synthetic < n_synthetic and i in synthetic_cases
+        if not (want_real or want_synthetic):
+            continue
+        record = candidates[i]
         try:
             case = load_manifest_case(record)
             crop = preprocess_case(case, spacing=size.spacing, crop_size=size.crop_size)
@@ -102,12 +115,12 @@ def cohort_sources(manifest: str | os.PathLike, world, n_real: int, n_synthetic:
             skipped.append(f"{record.case_id}: {e}")
             continue
         context = _hu(crop.image)
-        if real < n_real:
+        if want_real:
             crops.append(SourceCrop("real", _hu(crop.post_image), size.spacing,
                                     f"{record.case_id}: true post-treatment CT ({record.post_ct})",
                                     record.case_id, context))
             real += 1
-        if synthetic < n_synthetic:
+        if want_synthetic:
             if case.plan is None:
                 skipped.append(f"{record.case_id}: no administered plan to simulate")
             else:
@@ -136,6 +149,7 @@ def cohort_sources(manifest: str | os.PathLike, world, n_real: int, n_synthetic:
                               f"({n_real} and {n_synthetic} asked for). Cases left out: {reasons}.")
     description = {"kind": "cohort", "manifest": str(manifest), "weights": str(world.weights_dir),
                    "steps": steps, "guidance": guidance, "samples_per_case": per_case,
+                   "patients": "disjoint" if disjoint else "same",
                    "crop": {"spacing": list(size.spacing), "size": list(size.crop_size)}}
     return SourceSet(crops, skipped, description)
 

@@ -39,6 +39,16 @@ def test_cohort_sources_refuse_more_real_items_than_cases(tiny_cohort, tiny_worl
         cohort_sources(tiny_cohort, tiny_world, n_real=0, n_synthetic=1, steps=2)
 
 
+def test_cohort_sources_from_different_patients(tiny_cohort, tiny_world):
+    got = cohort_sources(tiny_cohort, tiny_world, n_real=1, n_synthetic=3, steps=2, disjoint=True)
+    real = {c.case_id for c in got.crops if c.truth == "real"}
+    synthetic = {c.case_id for c in got.crops if c.truth == "synthetic"}
+    assert len(real) == 1 and len(synthetic) == 2 and not real & synthetic
+    assert sum(c.truth == "synthetic" for c in got.crops) == 3
+    with pytest.raises(StudySetupError, match="leave none to simulate"):
+        cohort_sources(tiny_cohort, tiny_world, n_real=3, n_synthetic=1, steps=2, disjoint=True)
+
+
 def test_study_items_are_blinded_on_disk(study, store):
     assert (study.items, study.real, study.synthetic) == (7, 3, 4)
     files = sorted((store.studies_dir).rglob("*.png"))

@@ -60,7 +60,7 @@ with shown_errors("loading the next image"):
         st.info(str(e))
         st.stop()
     if item is None:
-        answered, total = store.progress(reader.reader_id)
+        _, total = store.progress(reader.reader_id)
         st.success(f"You have answered all {total} images. Thank you! You can close this page.")
         st.stop()
 if item is None:

@@ -119,3 +119,28 @@ def test_reader_sign_in_errors_and_missing_answer(turing_env):
     store.set_status(study.id, "closed")
     at.run()
     assert any("closed" in i.value for i in at.info)
+
+
+def test_admin_manages_readers_status_and_sees_the_audit_log(turing_env):
+    from pipelines.turing.render import ViewSettings
+    from pipelines.turing.sources import folder_sources
+    from pipelines.turing.store import StudyStore
+
+    real, synth = write_crop_folders(turing_env / "crops", 2, 2)
+    store = StudyStore.from_config()
+    study = store.create_study("folders", folder_sources(real, synth, 2, 2), ViewSettings())
+    first = store.add_reader(study.id, "Dr One")
+    at = _unlock(_page("turing_admin"))
+    assert at.selectbox(key="turing.admin.study").value == study.id
+    at.button(key="turing.admin.toggle").click().run()
+    assert store.study(study.id).status == "closed"
+    assert at.button(key="turing.admin.toggle").label == "Reopen the study"
+    at.button(key="turing.admin.reset").click().run()  # a new code for the only reader
+    new = at.session_state["turing.new_code"]
+    assert new.id == first.id and new.code != first.code
+    assert store.login(new.code).reader_id == first.id
+    at.button(key="turing.admin.hide_code").click().run()
+    assert at.session_state["turing.new_code"] is None
+    audit = at.dataframe[-1].value
+    assert list(audit["What"])[:3] == ["reader code reset", "study closed", "reader added"]
+    assert set(audit["Who"]) >= {"admin (app)", "admin"}

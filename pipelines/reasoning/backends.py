@@ -181,17 +181,21 @@ class HFBackend:
         _check_args(prefixes, n, max_new_tokens, temperature)
         enc = self.tokenizer([self.prompt_text(question, p) for p in prefixes], return_tensors="pt", padding=True,
                              add_special_tokens=False).to(self.device)
-        kwargs = dict(max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=self.tokenizer.pad_token_id)
-        if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
-        else:
+        greedy = temperature == 0  # greedy gives n identical answers: decode once, repeat
+        kwargs = dict(max_new_tokens=max_new_tokens, num_return_sequences=1 if greedy else n,
+                      pad_token_id=self.tokenizer.pad_token_id)
+        if greedy:
             kwargs.update(do_sample=False)
+        else:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
         if stop:
             kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
         with torch.random.fork_rng(devices=[] if self.device == "cpu" else None), torch.no_grad():
             torch.manual_seed(seed)
             ids = self.lm.generate(**enc, **kwargs)
         new = ids[:, enc["input_ids"].shape[1]:]
+        if greedy:
+            new = new.repeat_interleave(n, dim=0)
         out: list[list[Generation]] = [[] for _ in prefixes]
         eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
         for k, row in enumerate(new.tolist()):

@@ -114,6 +114,10 @@ def planning_view(result) -> None:
     from pipelines.planning.files import planning_report_html
 
     st.subheader("Ranked plans (lowest predicted risk first)")
+    if result.imputed:
+        st.warning("Missing covariates were replaced by the survival model's training means: "
+                   f"{', '.join(result.imputed)}. The risks are estimates under that assumption.",
+                   icon=":material/warning:")
     frame = ranked_frame(result)
     st.dataframe(frame, hide_index=True, key="planning.table")
     st.caption(f"{len(result.ranked)} plans scored by {result.settings['mode']} search; "

@@ -101,6 +101,9 @@ def planning_table_text(result, top: int = 10) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     if len(result.ranked) > top:
         lines.append(f"... and {len(result.ranked) - top} more in plans.csv")
+    if result.imputed:
+        lines.append(f"Missing covariates replaced by the survival model's training means: "
+                     f"{', '.join(result.imputed)}; the risks are estimates under that assumption.")
     lines.append(DISCLAIMER)
     return "\n".join(lines)
 
@@ -138,6 +141,9 @@ def planning_report_html(result, top: int = 5, info: dict[str, Any] | None = Non
                   f"<p>Drugs: {esc(', '.join(prop.drugs) or 'none')}; embolics: {esc(', '.join(prop.embolics))}; "
                   f"protocols: {esc(', '.join(p.value for p in prop.protocols))}.</p>",
                   f"<p>{esc(prop.rationale)}</p>"]
+    if result.imputed:
+        parts.append(f"<p class='warn'>Missing covariates replaced by the survival model's training means: "
+                     f"{esc(', '.join(result.imputed))}; the risks are estimates under that assumption.</p>")
     st = result.settings
     parts += [f"<h2>Ranked plans</h2><p>{len(result.ranked)} plans scored by {esc(st['mode'])} search, "
               f"{st['samples']} simulated outcomes each (seed {st['seed']}, {st['steps']} DDIM steps, guidance "

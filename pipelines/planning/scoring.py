@@ -11,12 +11,14 @@ compared on equal terms: a plan's score does not depend on which other plans wer
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from models.errors import ImputationWarning
 from models.plan import Plan
 from pipelines.case import Case
 from pipelines.progress import ProgressFn
@@ -95,6 +97,7 @@ class PlanScorer:
     pre_labels: np.ndarray | None = None
     region: np.ndarray | None = None
     crop: Any = None  # the `CropSample` of the simulations (geometry of the crop grid)
+    imputed: set[str] = field(default_factory=set)  # covariates the survival model had to impute for this case
     timings: dict[str, float] = field(default_factory=lambda: {"simulate": 0.0, "survival": 0.0})
 
     def score(self, plans: Sequence[Plan], progress: ProgressFn | None = None) -> list[PlanScore]:
@@ -118,8 +121,11 @@ class PlanScorer:
             voxel_ml = float(np.prod(result.crop.spacing)) / 1000.0
             t0 = time.perf_counter()
             for sim in result.plans:
-                prediction = self.survival.predict(result.pre_hu, result.pre_labels, sim.crops_hu, sim.labels,
-                                                   self.case.covariates, voxel_ml)
+                with warnings.catch_warnings():  # the imputation is reported once, in `imputed`, not per plan
+                    warnings.simplefilter("ignore", ImputationWarning)
+                    prediction = self.survival.predict(result.pre_hu, result.pre_labels, sim.crops_hu, sim.labels,
+                                                       self.case.covariates, voxel_ml)
+                self.imputed.update(getattr(prediction, "imputed", ()))
                 self.scores[plan_id(sim.plan)] = _plan_score(sim, prediction)
                 self.simulations[plan_id(sim.plan)] = sim
             self.timings["survival"] += time.perf_counter() - t0

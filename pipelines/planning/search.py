@@ -67,6 +67,7 @@ class PlanningResult:
     pre_labels: np.ndarray = field(repr=False)
     crop: Any = field(default=None, repr=False)  # `CropSample`: the crop grid (affine) of pre_hu and simulations
     requested_evaluations: int = 0  # candidate evaluations the search asked for, repeats included
+    imputed: tuple[str, ...] = ()  # covariates missing for this case, replaced by the survival model's training means
 
     def best(self) -> PlanScore:
         return self.ranked[0]
@@ -84,6 +85,7 @@ class PlanningResult:
             "ranked": [dict(rank=i + 1, **s.to_dict()) for i, s in enumerate(self.ranked)],
             "denoiser_passes": self.denoiser_passes, "simulate_calls": self.simulate_calls,
             "simulated_samples": self.simulated_samples, "requested_evaluations": self.requested_evaluations,
+            "imputed_covariates": list(self.imputed),
             "timings_s": self.timings,
             "notice": "Research use only; not for clinical use. Risks come from models trained on synthetic data.",
         })
@@ -263,6 +265,6 @@ def plan_case(case: Case, world: Any, survival: Any, proposal: Any = None, *, mo
     return PlanningResult(case_id=case.case_id, proposal=proposal, ranked=scores, settings=settings,
                           denoiser_passes=scorer.denoiser_passes, simulate_calls=scorer.simulate_calls,
                           simulated_samples=scorer.simulated_samples, timings=timings,
-                          requested_evaluations=scorer.requested,
+                          requested_evaluations=scorer.requested, imputed=tuple(sorted(scorer.imputed)),
                           simulations=scorer.simulations, pre_hu=scorer.pre_hu, pre_labels=scorer.pre_labels,
                           crop=scorer.crop)

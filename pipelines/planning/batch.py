@@ -551,9 +551,9 @@ def score_manifest(manifest: str | os.PathLike, out: str | os.PathLike, *, worke
         raise ConfigError(f"--limit must be >= 1, got {limit}.")
     workers = int(workers)
     settings = batch_settings(settings, manifest=manifest, config=config, loader=loader)
-    records = read_manifest(settings["manifest"])
-    if limit is not None:
-        records = records[:int(limit)]
+    # Files are checked per case (a missing file fails its case, not the batch); the table keeps manifest order.
+    everything = read_manifest(settings["manifest"], check_files=False)
+    records = everything[:int(limit)] if limit is not None else everything
     out = Path(out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     threads = 1 if workers > 1 else None
@@ -586,7 +586,7 @@ def score_manifest(manifest: str | os.PathLike, out: str | os.PathLike, *, worke
                     if bar is not None:
                         bar(n, len(records), f"{record['case_id']} {record['status']}")
         final = read_case_records(out)
-        table = results_table(final.values(), order=[r.case_id for r in read_manifest(settings["manifest"])])
+        table = results_table(final.values(), order=[r.case_id for r in everything])
         _write_table(table, out)
         ours = [final[r.case_id] for r in records if r.case_id in final]
         report = BatchReport(out=out, total=len(records), ok=sum(r["status"] == "ok" for r in ours),

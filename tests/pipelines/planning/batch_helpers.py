@@ -31,9 +31,11 @@ def load_tiny_models(settings: dict) -> ScoringModels:
                          policy=policy)
 
 
-def write_cohort(root: Path, n: int = 3, corrupt: bool = False, no_tumour: bool = False) -> Path:
+def write_cohort(root: Path, n: int = 3, corrupt: bool = False, no_tumour: bool = False,
+                 missing: bool = False) -> Path:
     """``root/manifest.csv`` with ``n`` phantom cases (tumour radius 9, 11, 13 ... mm), plus ``bad_ct`` (a CT
-    file of garbage bytes) and/or ``no_tumour`` (a liver mask without tumour) when asked. Returns the manifest."""
+    file of garbage bytes), ``missing`` (a CT file that does not exist) and/or ``no_tumour`` (a liver mask without
+    tumour) when asked. Returns the manifest."""
     root.mkdir(parents=True, exist_ok=True)
     records = []
     for i in range(n):
@@ -45,6 +47,8 @@ def write_cohort(root: Path, n: int = 3, corrupt: bool = False, no_tumour: bool 
         (root / "bad_ct.nii.gz").write_bytes(b"this is not a NIfTI file" * 50)
         write_nifti(make_case("bad").labels, root / "bad_labels.nii.gz")
         records.insert(1, ManifestRecord(case_id="bad_ct", ct="bad_ct.nii.gz", labels="bad_labels.nii.gz"))
+    if missing:
+        records.append(ManifestRecord(case_id="missing", ct="missing_ct.nii.gz"))
     if no_tumour:
         case = make_case("no_tumour", tumour_radius_mm=None)
         write_nifti(case.ct, root / "nt_ct.nii.gz")

@@ -31,7 +31,7 @@ def weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    return write_cohort(tmp_path_factory.mktemp("cohort"), n=3, corrupt=True, no_tumour=True)
+    return write_cohort(tmp_path_factory.mktemp("cohort"), n=3, corrupt=True, no_tumour=True, missing=True)
 
 
 def settings(weights, **kw):
@@ -46,17 +46,18 @@ def score(cohort, out, weights, **kw):
 def test_every_case_scored_bad_ones_recorded_and_tables_match_the_json(cohort, weights, tmp_path):
     seen, loads = [], len(LOADS)
     report = score(cohort, tmp_path / "out", weights, progress=lambda d, t, m: seen.append((d, t, m)))
-    assert len(LOADS) == loads + 1  # the models were loaded once for the five cases
+    assert len(LOADS) == loads + 1  # the models were loaded once for the six cases
     out = tmp_path / "out"
-    assert (report.total, report.ok, report.failed, report.pending, report.scored) == (5, 3, 2, 0, 5)
+    assert (report.total, report.ok, report.failed, report.pending, report.scored) == (6, 3, 3, 0, 6)
     assert sorted(p.name for p in (out / "cases").iterdir()) == ["c0.json", "c1.json", "c2.json"]
     failed = {p.stem: json.loads(p.read_text()) for p in (out / "failed").iterdir()}
     assert failed["bad_ct"]["error_type"] == "UnreadableFileError" and "bad_ct.nii.gz" in failed["bad_ct"]["message"]
     assert failed["no_tumour"]["error_type"] == "EmptyMaskError" and "tumour" in failed["no_tumour"]["message"]
-    assert seen[-1][:2] == (5, 5) and [d for d, _, _ in seen] == sorted(d for d, _, _ in seen)
+    assert failed["missing"]["error_type"] == "UnreadableFileError" and "does not exist" in failed["missing"]["message"]
+    assert seen[-1][:2] == (6, 6) and [d for d, _, _ in seen] == sorted(d for d, _, _ in seen)
 
     table = pd.read_csv(out / "results.csv")
-    assert list(table["case_id"]) == ["c0", "bad_ct", "c1", "c2", "no_tumour"]  # manifest order
+    assert list(table["case_id"]) == ["c0", "bad_ct", "c1", "c2", "missing", "no_tumour"]  # manifest order
     plain = lambda df: df.astype(object).where(df.notna(), None)  # noqa: E731 - CSV reads None as NaN
     pd.testing.assert_frame_equal(plain(table), plain(pd.read_parquet(out / "results.parquet")), check_dtype=False)
     for row in table.itertuples():
@@ -74,7 +75,7 @@ def test_every_case_scored_bad_ones_recorded_and_tables_match_the_json(cohort, w
     assert table.loc[table.status == "ok", "best_risk_mean"].nunique() == 3
 
     batch = json.loads((out / "batch.json").read_text())
-    assert batch["counts"] == {"cases": 5, "ok": 3, "failed": 2, "pending": 0, "scored_this_run": 5,
+    assert batch["counts"] == {"cases": 6, "ok": 3, "failed": 3, "pending": 0, "scored_this_run": 6,
                                "skipped_already_done": 0}
     assert batch["settings"]["samples"] == 2 and batch["settings"]["loader"] == TINY_LOADER
     assert batch["machine"]["cpu_count"] >= 1 and batch["timing"]["cases_per_hour"] > 0
@@ -86,20 +87,20 @@ def test_rerun_resumes_and_other_settings_are_refused(cohort, weights, tmp_path)
     score(cohort, out, weights, limit=2)  # an "interrupted" batch: c0 and bad_ct only
     first = (out / "cases" / "c0.json").read_text()
     again = score(cohort, out, weights)
-    assert (again.scored, again.skipped, again.ok, again.failed) == (3, 2, 3, 2)
+    assert (again.scored, again.skipped, again.ok, again.failed) == (4, 2, 3, 3)
     assert (out / "cases" / "c0.json").read_text() == first  # never scored twice
     table = pd.read_csv(out / "results.csv")
-    assert sorted(table["case_id"]) == sorted(set(table["case_id"])) and len(table) == 5
+    assert sorted(table["case_id"]) == sorted(set(table["case_id"])) and len(table) == 6
 
     idle = score(cohort, out, weights)
-    assert (idle.scored, idle.skipped) == (0, 5) and np.isnan(idle.cases_per_hour)
+    assert (idle.scored, idle.skipped) == (0, 6) and np.isnan(idle.cases_per_hour)
     retried = score(cohort, out, weights, retry_failed=True)
-    assert (retried.scored, retried.failed) == (2, 2)  # the bad cases are tried again (and fail again)
+    assert (retried.scored, retried.failed) == (3, 3)  # the bad cases are tried again (and fail again)
 
     with pytest.raises(BatchError, match=r"other settings \(samples: 2 then, 3 now\).*--overwrite"):
         score(cohort, out, weights, samples=3)
     fresh = score(cohort, out, weights, samples=3, overwrite=True)
-    assert fresh.scored == 5 and json.loads((out / "settings.json").read_text())["samples"] == 3
+    assert fresh.scored == 6 and json.loads((out / "settings.json").read_text())["samples"] == 3
 
 
 def test_a_retried_failure_that_now_succeeds_leaves_one_record(cohort, weights, tmp_path):

@@ -117,7 +117,7 @@ class SmolLM2Backend:
         messages = build_messages(question)
         request = {"prompt": [chatml_prompt(messages, p) for p in prefixes], "n": n, "temperature": temperature,
                    "top_p": top_p, "max_tokens": max_new_tokens, "seed": seed, "stop": list(stop or []),
-                   "return_tokens": False, "cache_prompt": True}
+                   "logprobs": 1, "cache_prompt": True}  # logprobs: the only per-choice token count llama.cpp gives
         with self._lock:
             reply = self._server.handle_completions(request)
         if not isinstance(reply, dict) or "choices" not in reply:
@@ -127,8 +127,9 @@ class SmolLM2Backend:
             raise ModelOutputError(f"llama.cpp returned {len(choices)} choices for {len(prefixes)} prompts x n={n}.")
         out: list[list[Generation]] = [[] for _ in prefixes]
         for k, c in enumerate(choices):  # prompt-major order: prompt 0's n samples, then prompt 1's, ...
-            out[k // n].append(Generation(c.get("text", ""), c.get("finish_reason") or "stop",
-                                          int(c.get("tokens_predicted", 0)) or _approx_tokens(c.get("text", ""))))
+            content = (c.get("logprobs") or {}).get("content")
+            tokens = len(content) if isinstance(content, list) else _approx_tokens(c.get("text", ""))
+            out[k // n].append(Generation(c.get("text", ""), c.get("finish_reason") or "stop", tokens))
         return out
 
 

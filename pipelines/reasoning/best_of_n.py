@@ -25,7 +25,7 @@ from pipelines.reasoning.answers import FINAL_ANSWER_RE
 from pipelines.reasoning.candidates import Candidate
 from pipelines.reasoning.template import ROOT_STEP
 
-__all__ = ["AGGREGATIONS", "SELECTIONS", "aggregate", "check_eligible", "Choice", "choose", "majority_vote",
+__all__ = ["AGGREGATIONS", "SELECTIONS", "aggregate", "substantive_steps", "check_eligible", "Choice", "choose", "majority_vote",
            "MIN_SUBSTANTIVE_STEPS", "MIN_STEP_WORDS", "LOW_CONFIDENCE_MARGIN"]
 
 AGGREGATIONS = ("min", "last", "mean", "prod")
@@ -56,18 +56,25 @@ def _key(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9 ]+", " ", text.lower()).split())
 
 
+def substantive_steps(steps: list[str], question: str = "") -> int:
+    """Steps after Step 0 with ≥ `MIN_STEP_WORDS` words (the final-answer sentence not counted) that are not a
+    repeat of an earlier step, an opener, or the question restated."""
+    seen = {_key(ROOT_STEP), _key(question)} | {_key(o) for o in _OPENERS}
+    count = 0
+    for text in steps[1:]:
+        body = FINAL_ANSWER_RE.split(text)[0] if FINAL_ANSWER_RE.search(text) else text
+        key = _key(body)
+        if len(key.split()) >= MIN_STEP_WORDS and key not in seen and not any(key in s for s in seen if len(s) > 40):
+            count += 1
+        seen.add(key)
+    return count
+
+
 def check_eligible(candidate: Candidate, question: str = "") -> tuple[bool, str]:
     """Whether ``candidate`` may compete, and why not (guard a)."""
     if not candidate.parsed.ok:
         return False, f"no valid final answer ({candidate.parsed.reason})"
-    seen = {_key(ROOT_STEP), _key(question)} | {_key(o) for o in _OPENERS}
-    substantive = 0
-    for text in candidate.steps[1:]:
-        body = FINAL_ANSWER_RE.split(text)[0] if FINAL_ANSWER_RE.search(text) else text
-        key = _key(body)
-        if len(key.split()) >= MIN_STEP_WORDS and key not in seen and not any(key in s for s in seen if len(s) > 40):
-            substantive += 1
-        seen.add(key)
+    substantive = substantive_steps(candidate.steps, question)
     if substantive < MIN_SUBSTANTIVE_STEPS:
         return False, (f"{substantive} substantive reasoning step(s); at least {MIN_SUBSTANTIVE_STEPS} are needed "
                        f"(≥ {MIN_STEP_WORDS} words, not a repeat, the opener or the question)")

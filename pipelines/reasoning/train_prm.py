@@ -10,6 +10,9 @@ gold letter: an opener-only response, a "Thought process:" stub, a bare "The ans
 the question restated as the reasoning, empty and punctuation-only steps inserted into a real path, a real path cut
 mid-step (the cut step 0, earlier steps keep their labels), and a step repeated three times (repeats 0).
 
+A correct tree path with fewer than two substantive steps (a right letter with no reasoning, which the small policy
+often produces) is relabelled 0 like the bare-answer negatives: the verifier rewarded luck, not reasoning.
+
 Only questions of the **train** split may be used (the trees are checked); 10 % of the tree questions (by hash) are
 held out for the validation loss. Only the head is trained and saved (the encoder stays the package's file).
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 
 from models.errors import ReasoningInputError
 from pipelines.reasoning.answers import parse_options
+from pipelines.reasoning.best_of_n import MIN_SUBSTANTIVE_STEPS, substantive_steps
 from pipelines.reasoning.data import split_of
 from pipelines.reasoning.prm import MAX_STEPS, PRM_KIND, STEP_FEATURES, display_steps, minilm_dir, step_features
 from pipelines.reasoning.template import ROOT_STEP
@@ -113,9 +117,12 @@ def examples_from_trees(paths: list[str | os.PathLike], seed: int = 0) -> tuple[
             for kind in ("pos", "neg"):
                 for chain, _leaf in rec[kind]:
                     steps = [str(s[0]) for s in chain]
-                    examples.append(PathExample(rec["question"], options, steps,
-                                                dual_sided_targets([float(s[1]) for s in chain]), f"tree-{kind}",
-                                                qid))
+                    targets = dual_sided_targets([float(s[1]) for s in chain])
+                    source = f"tree-{kind}"
+                    if kind == "pos" and substantive_steps(steps, rec["question"]) < MIN_SUBSTANTIVE_STEPS:
+                        # a right letter without reasoning is what guard (b) labels 0, not a good path
+                        targets, source = [0.0] * len(steps), "tree-pos-unreasoned"
+                    examples.append(PathExample(rec["question"], options, steps, targets, source, qid))
             real = rec["pos"][0][0] if rec["pos"] else (rec["neg"][0][0] if rec["neg"] else None)
             examples += adversarial_examples(rec["question"], options, rec["answer"], real, qid, rng)
     examples = [e for e in examples if 1 < len(e.steps) <= MAX_STEPS]

@@ -82,9 +82,11 @@ def test_dual_sided_targets_and_adversarial_negatives():
     assert bare.steps == [ROOT_STEP, "The answer is B."] and bare.targets == [0.0, 0.0]  # gold letter, still 0
 
 
-def _tree(dataset, qid):
+def _tree(dataset, qid, reasoned=True):
     chain = [[ROOT_STEP, 0.5, 0.5], ["Scurvy is caused by a lack of vitamin C.", 0.75, 0.66],
-             ["The answer is B.", 1.0, 1.0]]
+             ["Vitamin C is needed to make collagen in gums and skin.", 0.8, 0.7], ["The answer is B.", 1.0, 1.0]]
+    if not reasoned:
+        chain = [chain[0], chain[-1]]
     return {"id": qid, "dataset": dataset, "question": Q, "answer": "B", "pos": [[chain, 1.0]], "neg": []}
 
 
@@ -97,6 +99,11 @@ def test_trees_of_dev_questions_are_refused(tmp_path):
     ok.write_text(json.dumps(_tree("toy", train)) + "\n")
     examples, summary = examples_from_trees([ok])
     assert summary["tree-pos"] == 1 and summary["questions"] == 1 and len(examples) > 5
+    lucky = tmp_path / "lucky.jsonl"  # a right letter with no reasoning is relabelled 0
+    lucky.write_text(json.dumps(_tree("toy", train, reasoned=False)) + "\n")
+    examples, summary = examples_from_trees([lucky])
+    assert summary.get("tree-pos-unreasoned") == 1 and "tree-pos" not in summary
+    assert all(t == 0.0 for e in examples if e.source == "tree-pos-unreasoned" for t in e.targets)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(_tree("toy", dev)) + "\n")
     with pytest.raises(ReasoningInputError, match="dev split"):

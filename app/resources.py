@@ -18,7 +18,8 @@ import streamlit as st
 from pipelines.case import Case
 
 __all__ = ["sample_data_dir", "sample_cases", "sample_case", "uploaded_case", "summarise", "freeze",
-           "world_model_dir", "world_model", "suggested_plans", "planning_config", "survival_model", "policy"]
+           "world_model_dir", "world_model", "suggested_plans", "planning_config", "survival_model", "policy",
+           "reasoning_backend", "reasoning_prm"]
 
 
 def sample_data_dir() -> str:
@@ -114,3 +115,28 @@ def policy(backend: str, _config):
     from pipelines.policy import load_policy
 
     return load_policy(_config)
+
+
+@st.cache_resource(show_spinner="Loading the reasoning model…", max_entries=2)
+def reasoning_backend(backend: str, model_dir: str, base_url: str, model: str, timeout_s: float):
+    """The reasoning chat's policy LM (`pipelines.reasoning.backends.load_backend`), shared across sessions.
+
+    The arguments are the ``[reasoning]`` settings that identify it (the cache key). A missing model or a bad setting
+    raises a typed error (not cached, so fixing the configuration and rerunning works without a restart). The
+    embedded llama.cpp backend serialises its own requests, so sharing it is safe.
+    """
+    from pipelines.config import load_config
+    from pipelines.reasoning.backends import load_backend
+
+    overrides = {"reasoning.backend": backend, "reasoning.hf_model_dir": model_dir,
+                 "reasoning.openai_base_url": base_url, "reasoning.openai_model": model,
+                 "reasoning.timeout_s": timeout_s}
+    return load_backend(load_config(overrides=overrides))
+
+
+@st.cache_resource(show_spinner="Loading the process reward model…", max_entries=2)
+def reasoning_prm(prm_dir: str):
+    """The process reward model in ``prm_dir`` (`pipelines.reasoning.prm.load_prm`), eval mode, shared."""
+    from pipelines.reasoning.prm import load_prm
+
+    return load_prm(prm_dir)

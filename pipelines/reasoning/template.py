@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from models.errors import ReasoningInputError
 
 __all__ = ["SYSTEM_PROMPT", "INSTRUCTION", "ROOT_STEP", "MAX_QUESTION_CHARS", "PreparedQuestion", "prepare_question",
+           "compose_question",
            "build_messages", "format_steps", "response_prefix", "split_steps", "chatml_prompt", "ANSWER_STEP_RE"]
 
 SYSTEM_PROMPT = "You are a helpful medical assistant. Reason step by step and end with one final answer."
@@ -72,6 +73,22 @@ def prepare_question(question: str, max_chars: int = MAX_QUESTION_CHARS) -> Prep
     else:
         cut = text[: max_chars - 1].rstrip() + "…"
     return PreparedQuestion(cut, True, len(text))
+
+
+def compose_question(question: str, options: str = "") -> str:
+    """The question with options appended as ``A. ...`` lines; ``options`` is one option per line, with or
+    without its letter ("Vitamin C" or "B. Vitamin C"). Empty ``options``: the question as given.
+
+    Raises:
+        ReasoningInputError: more than 26 options, or a single option (a choice needs two).
+    """
+    lines = [ln.strip() for ln in (options or "").splitlines() if ln.strip()]
+    if not lines:
+        return question
+    if len(lines) == 1 or len(lines) > 26:
+        raise ReasoningInputError(f"Give between 2 and 26 options (one per line), got {len(lines)}.")
+    body = [re.sub(r"^\(?[A-Za-z][.):]\s+", "", ln) for ln in lines]
+    return question.rstrip() + "\n" + "\n".join(f"{chr(65 + i)}. {t}" for i, t in enumerate(body))
 
 
 def build_messages(question: str) -> list[dict[str, str]]:

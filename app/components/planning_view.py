@@ -6,13 +6,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pipelines.viewer import WINDOW_PRESETS, n_slices, render_slice
-from pipelines.volume import Volume
+from app.components.before_after import before_after
 
 __all__ = ["SearchSettings", "proposal_view", "search_controls", "ranked_frame", "survival_curves_figure",
            "planning_view"]
@@ -88,25 +86,10 @@ def survival_curves_figure(result, shown: list[int]) -> go.Figure:
 def _slices(result, rank_index: int) -> None:
     score = result.ranked[rank_index]
     sim = result.simulation(score)
-    c1, c2, c3 = st.columns(3)
-    preset = c1.selectbox("Window", list(WINDOW_PRESETS), key="planning.window")
-    width, level = WINDOW_PRESETS[preset].width, WINDOW_PRESETS[preset].level
-    affine = result.crop.crop_affine
-    pre = Volume(result.pre_hu, affine, "scalar", "pre-treatment crop")
-    n = n_slices(pre, "axial")
-    centre = int(np.clip(result.crop.centre_crop_voxel[2], 0, n - 1))
-    index = c2.slider("Axial slice", 1, n, centre + 1, key="planning.slice") - 1
-    sample = 0
-    if sim.crops_hu.shape[0] > 1:
-        sample = c3.slider("Sample", 1, sim.crops_hu.shape[0], 1, key="planning.sample") - 1
-    post = Volume(sim.crops_hu[sample], affine, "scalar", "simulated crop")
-    left, right = st.columns(2)
-    for col, ct, labels, caption in (
-        (left, pre, result.pre_labels, "Before: pre-treatment CT and labels"),
-        (right, post, sim.labels[sample], f"After {score.plan.canonical()}: sample {sample + 1} (simulated)"),
-    ):
-        shown = render_slice(ct, Volume(labels, affine, "label"), "axial", index, width, level, 0.4)
-        col.image(shown.image, caption=f"{caption} · axial {index + 1}/{n}", width="stretch")
+    samples = sim.crops_hu.shape[0]
+    sample = st.slider("Sample", 1, samples, 1, key="planning.sample") - 1 if samples > 1 else 0
+    before_after(result.pre_hu, result.pre_labels, sim.crops_hu[sample], sim.labels[sample], result.crop,
+                 f"After {score.plan.canonical()}: sample {sample + 1} (simulated)", key="planning")
 
 
 def planning_view(result) -> None:

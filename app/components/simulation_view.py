@@ -6,15 +6,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from app.components.before_after import before_after
 from models.errors import PlanValidationError
 from models.plan import Plan
-from pipelines.viewer import WINDOW_PRESETS, n_slices, render_slice
-from pipelines.volume import Volume
 from pipelines.worldmodel.simulate import STRUCTURES, SimulationResult
 
 __all__ = ["SamplingSettings", "plan_inputs", "sampling_controls", "simulation_view", "volume_change_figure",
@@ -96,24 +94,9 @@ def volume_change_figure(result: SimulationResult) -> go.Figure:
 
 
 def _slices(result: SimulationResult, plan_index: int, sample: int) -> None:
-    c1, c2, c3 = st.columns(3)
-    preset = c1.selectbox("Window", list(WINDOW_PRESETS), key="simulate.window")
-    width, level = WINDOW_PRESETS[preset].width, WINDOW_PRESETS[preset].level
-    affine = result.crop.crop_affine
-    pre = Volume(result.pre_hu, affine, "scalar", "pre-treatment crop")
-    n = n_slices(pre, "axial")
-    centre = int(np.clip(result.crop.centre_crop_voxel[2], 0, n - 1))
-    index = c2.slider("Axial slice", 1, n, centre + 1, key="simulate.slice") - 1
-    opacity = c3.slider("Overlay opacity", 0.0, 1.0, 0.4, 0.05, key="simulate.opacity")
     sim = result.plans[plan_index]
-    post = Volume(sim.crops_hu[sample], affine, "scalar", "simulated crop")
-    left, right = st.columns(2)
-    for col, ct, labels, caption in (
-        (left, pre, result.pre_labels, "Before: pre-treatment CT and labels"),
-        (right, post, sim.labels[sample], f"After {sim.plan.canonical()}: sample {sample + 1} (simulated)"),
-    ):
-        shown = render_slice(ct, Volume(labels, affine, "label"), "axial", index, width, level, opacity)
-        col.image(shown.image, caption=f"{caption} · axial {index + 1}/{n}", width="stretch")
+    before_after(result.pre_hu, result.pre_labels, sim.crops_hu[sample], sim.labels[sample], result.crop,
+                 f"After {sim.plan.canonical()}: sample {sample + 1} (simulated)", key="simulate")
 
 
 def simulation_view(result: SimulationResult) -> None:

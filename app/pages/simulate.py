@@ -3,23 +3,14 @@
 import streamlit as st
 
 from app import resources
+from app.components.open_case import require_case_with_tumour
 from app.components.simulation_view import plan_inputs, sampling_controls, simulation_view
 from app.errors import shown_errors
-
-NO_CASE = "No case is open. Open a case with a tumour mask in the Case Viewer first."
-NO_TUMOUR = "The open case has no tumour mask, so there is nothing to simulate. Open a case with one."
 
 st.title("Simulate")
 st.caption("Research use only: simulated outcomes of a model trained on synthetic data, not predictions for "
            "a patient.")
-case = st.session_state["mewm.case"]
-if case is None:
-    st.info(NO_CASE)
-    st.page_link("pages/case_viewer.py", label="Open the Case Viewer", icon=":material/radiology:")
-    st.stop()
-if not case.has_tumour_mask:
-    st.info(NO_TUMOUR)
-    st.stop()
+case = require_case_with_tumour("simulate")
 
 world = None
 with shown_errors("loading the world model"):

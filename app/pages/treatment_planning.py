@@ -4,23 +4,14 @@ scores it, and the plans are ranked, lowest predicted risk first."""
 import streamlit as st
 
 from app import resources
+from app.components.open_case import require_case_with_tumour
 from app.components.planning_view import planning_view, proposal_view, search_controls
 from app.errors import shown_errors
-
-NO_CASE = "No case is open. Open a case with a tumour mask in the Case Viewer first."
-NO_TUMOUR = "The open case has no tumour mask, so there is nothing to plan for. Open a case with one."
 
 st.title("Treatment Planning")
 st.warning("Research use only — not for clinical use. Plans are ranked by models trained on a synthetic cohort; "
            "they must not guide the treatment of any patient.", icon=":material/science:")
-case = st.session_state["mewm.case"]
-if case is None:
-    st.info(NO_CASE)
-    st.page_link("pages/case_viewer.py", label="Open the Case Viewer", icon=":material/radiology:")
-    st.stop()
-if not case.has_tumour_mask:
-    st.info(NO_TUMOUR)
-    st.stop()
+case = require_case_with_tumour("plan for")
 
 config = resources.planning_config()
 world = survival = None

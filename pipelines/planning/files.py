@@ -17,13 +17,11 @@ import html
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from models.errors import ConfigError
 from pipelines.caseio.nifti import write_nifti
+from pipelines.output_dir import new_output_dir
 from pipelines.planning.figures import crop_slice_rgb, png_bytes, survival_figure, tumour_slice
 from pipelines.volume import Volume
 
@@ -39,12 +37,7 @@ def write_planning(result, out: str | os.PathLike, write_top: int = 5, info: dic
     Raises:
         ConfigError: ``out`` exists and is not empty (results are never mixed or overwritten).
     """
-    out = Path(out).expanduser().resolve()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{out} already exists and is not empty; choose a new output folder.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with new_output_dir(out) as tmp:
         affine = result.crop.crop_affine
         write_nifti(Volume(result.pre_hu, affine, "scalar", "pre-treatment crop"), tmp / "pre_crop_ct.nii.gz")
         write_nifti(Volume(result.pre_labels, affine, "label", "pre-treatment labels"),
@@ -70,13 +63,7 @@ def write_planning(result, out: str | os.PathLike, write_top: int = 5, info: dic
 
         plt.close(fig)
         (tmp / "report.html").write_text(planning_report_html(result, info=info))
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
+    return Path(out).expanduser().resolve()
 
 
 def _months(value: float) -> str:

@@ -14,13 +14,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from models.errors import ConfigError
 from pipelines.caseio.nifti import write_nifti
+from pipelines.output_dir import new_output_dir
 from pipelines.volume import Volume
 from pipelines.worldmodel.simulate import STRUCTURES, SimulationResult
 
@@ -36,12 +34,7 @@ def write_simulation(result: SimulationResult, out: str | os.PathLike, info: dic
     Raises:
         ConfigError: ``out`` exists and is not empty (results are never mixed or overwritten).
     """
-    out = Path(out).expanduser().resolve()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{out} already exists and is not empty; choose a new output folder.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with new_output_dir(out) as tmp:
         files = []
         for p, sim in enumerate(result.plans):
             rows = []
@@ -63,13 +56,7 @@ def write_simulation(result: SimulationResult, out: str | os.PathLike, info: dic
             plan["files"] = rows
         data.update(info or {})
         (tmp / "simulation.json").write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
+    return Path(out).expanduser().resolve()
 
 
 def _mean_sd(mean: float, sd: float) -> str:

@@ -23,6 +23,8 @@ __all__ = [
     "VolumeTooLargeError",
     "UnsafeArchiveError",
     "ManifestError",
+    "PatientImportError",
+    "RegistrationError",
     "PlanValidationError",
     "UnknownAgentError",
     "CheckpointNotFoundError",
@@ -110,6 +112,23 @@ class UnsafeArchiveError(CaseIOError):
 
 class ManifestError(CaseIOError):
     """A cohort manifest is missing, malformed, or names files that do not exist."""
+
+
+class PatientImportError(CaseIOError):
+    """One patient of a real-data download (`pipelines.realdata`) cannot be imported; the import goes on without it.
+
+    Attributes:
+        code: a short stable reason code (``"no-seg"``, ``"missing-referenced-ct"``, ``"empty-tumour"``...) that the
+            import report counts; the message says what was seen and what to do.
+    """
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+
+
+class RegistrationError(CaseIOError):
+    """A follow-up CT could not be registered to its baseline CT (no overlap, optimiser failure, bad QA)."""
 
 
 # ---------------------------------------------------------------------------------------------------- plans

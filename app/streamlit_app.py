@@ -21,6 +21,7 @@ PAGES = [
     st.Page(HERE / "pages" / "turing_read.py", title="Turing Test", icon=":material/visibility:"),
     st.Page(HERE / "pages" / "turing_admin.py", title="Turing Admin", icon=":material/admin_panel_settings:"),
     st.Page(HERE / "pages" / "turing_results.py", title="Turing Results", icon=":material/query_stats:"),
+    st.Page(HERE / "pages" / "reasoning_chat.py", title="Reasoning Chat", icon=":material/psychology:"),
 ]
 
 

@@ -1,6 +1,8 @@
 """The ``cox`` survival model: lifelines' `CoxPHFitter` on the measured outcome features, stored as JSON.
 
-Fitting (`fit_cox`): the `pipelines.survival.features.FEATURES` of every training case are standardised (training
+Fitting (`fit_cox`): the `pipelines.survival.features.FEATURES` of every training case, plus the `PLAN_FEATURES` of
+its administered plan when every case has one (the cohort's hazard rises with the plan's toxicity in a fragile liver,
+which no image shows; without them a plan search could not see that harm), are standardised (training
 mean and standard deviation; a covariate missing in training is filled with the mean of the others first), then
 `CoxPHFitter(penalizer=COX_PENALIZER, l1_ratio=0)` (a ridge penalty ``½ λ ‖β‖²`` that keeps correlated features
 such as the two viable-volume ratios from blowing up; Efron ties) is fitted on them. Its coefficients, the
@@ -9,8 +11,8 @@ so the model is saved as two JSON files (``config.json``, ``cox.json``), never p
 lifelines at all.
 
 Prediction (`CoxSurvivalModel.predict`): ``η = Σ_f β_f (x_f − mean_f) / scale_f`` per post-treatment sample, then
-curves, medians and RMST by `prediction_from_log_risk`. Missing covariates are filled with the training means and
-flagged (``RiskPrediction.imputed`` and an `ImputationWarning`).
+curves, medians and RMST by `prediction_from_log_risk`. Missing covariates (and the plan features when ``plan`` is
+not given) are filled with the training means and flagged (``RiskPrediction.imputed`` and an `ImputationWarning`).
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ import numpy as np
 from models.errors import CheckpointNotFoundError
 from pipelines.case import Covariates
 from pipelines.survival.data import SurvivalData
-from pipelines.survival.features import FEATURES, impute, outcome_features
+from pipelines.survival.features import FEATURES, PLAN_FEATURES, impute, outcome_features, plan_features
 from pipelines.survival.model import (KINDS, BreslowBaseline, RiskPrediction, check_predict_inputs, kaplan_meier,
                                       prediction_from_log_risk, train_command, warn_imputed)
 
 __all__ = ["COX_PENALIZER", "FORMAT_VERSION", "WEIGHTS_FILE", "CoxSurvivalModel", "feature_table", "fit_cox",
-           "cross_validated_c_index"]
+           "default_features", "cross_validated_c_index"]
 
 COX_PENALIZER = 0.1
 FORMAT_VERSION = 1
@@ -40,11 +42,14 @@ WEIGHTS_FILE = "cox.json"
 
 
 def feature_table(data: SurvivalData, names: Sequence[str] = FEATURES) -> np.ndarray:
-    """``(N, F)`` outcome features of every case of ``data`` (``nan`` for missing covariates)."""
+    """``(N, F)`` outcome (and, when named, administered-plan) features of every case of ``data`` (``nan`` for
+    missing covariates)."""
     rows = []
     for i in range(len(data)):
         pre_labels = data.cache.load(data.indices[i])["pre_labels"]
         f = outcome_features(pre_labels, data.post_labels[i], data.voxel_ml, data.covariates[i])
+        if any(n in PLAN_FEATURES for n in names):
+            f.update(plan_features(data.plans[i] if data.plans else None, data.covariates[i]))
         rows.append([f[n] for n in names])
     return np.asarray(rows, dtype=np.float64)
 
@@ -85,11 +90,21 @@ class CoxSurvivalModel:
         scale = np.array([self.scales[n] for n in self.features])
         return ((x - mean) / scale) @ self.coefficients, imputed
 
+    @property
+    def uses_plan(self) -> bool:
+        """The model has plan features: pass ``plan=`` to `predict` (else they are imputed and flagged)."""
+        return any(f in PLAN_FEATURES for f in self.features)
+
     def predict(self, pre_hu: np.ndarray, pre_labels: np.ndarray, post_hu: np.ndarray, post_labels: np.ndarray,
-                covariates: Covariates | None, voxel_ml: float) -> RiskPrediction:
-        """Risk, curves, medians and RMST of each of the ``T`` post-treatment samples (`SurvivalModel.predict`)."""
+                covariates: Covariates | None, voxel_ml: float, plan: Any | None = None) -> RiskPrediction:
+        """Risk, curves, medians and RMST of each of the ``T`` post-treatment samples (`SurvivalModel.predict`).
+
+        ``plan``: the `models.plan.Plan` that produced the post-treatment crops; a model with plan features
+        imputes them (training means, flagged in ``imputed``) without it.
+        """
         post_hu, post_labels = check_predict_inputs(pre_hu, pre_labels, post_hu, post_labels)
-        feats = [outcome_features(pre_labels, post, voxel_ml, covariates) for post in post_labels]
+        extra = plan_features(plan, covariates) if self.uses_plan else {}
+        feats = [{**outcome_features(pre_labels, post, voxel_ml, covariates), **extra} for post in post_labels]
         log_risk, imputed = self.log_risk(feats)
         warn_imputed(imputed, self.means)
         return prediction_from_log_risk(log_risk, self.baseline, tuple(imputed))
@@ -133,7 +148,7 @@ class CoxSurvivalModel:
         try:
             config = dict(meta["config"])
             features = tuple(config.pop("features"))
-            unknown = [f for f in features if f not in FEATURES]
+            unknown = [f for f in features if f not in FEATURES + PLAN_FEATURES]
             if unknown:
                 raise ValueError(f"unknown features {unknown}")
             coefficients = np.array([float(weights["coefficients"][f]) for f in features])
@@ -150,9 +165,15 @@ class CoxSurvivalModel:
                    config=config, extra=dict(meta.get("extra") or {}), directory=directory)
 
 
+def default_features(data: SurvivalData) -> tuple[str, ...]:
+    """`FEATURES` plus `PLAN_FEATURES` when every case has its administered plan."""
+    with_plans = bool(data.plans) and all(p is not None for p in data.plans)
+    return FEATURES + PLAN_FEATURES if with_plans else FEATURES
+
+
 def fit_cox(data: SurvivalData, *, penalizer: float = COX_PENALIZER,
-            features: Sequence[str] = FEATURES) -> tuple[CoxSurvivalModel, Any]:
-    """Fit the Cox model on ``data`` (see the module doc).
+            features: Sequence[str] | None = None) -> tuple[CoxSurvivalModel, Any]:
+    """Fit the Cox model on ``data`` (see the module doc); ``features`` default `default_features`.
 
     Returns:
         (the model, not yet saved; the fitted lifelines `CoxPHFitter`, for its summary).
@@ -164,7 +185,7 @@ def fit_cox(data: SurvivalData, *, penalizer: float = COX_PENALIZER,
 
     if not penalizer >= 0:
         raise ConfigError(f"The Cox penalizer must be >= 0, got {penalizer!r}.")
-    features = tuple(features)
+    features = tuple(features) if features is not None else default_features(data)
     x = feature_table(data, features)
     means = np.nanmean(x, axis=0)
     if not np.all(np.isfinite(means)):
@@ -192,7 +213,7 @@ def fit_cox(data: SurvivalData, *, penalizer: float = COX_PENALIZER,
 
 
 def cross_validated_c_index(data: SurvivalData, *, penalizer: float = COX_PENALIZER, folds: int = 5,
-                            seed: int = 0, features: Sequence[str] = FEATURES) -> float | None:
+                            seed: int = 0, features: Sequence[str] | None = None) -> float | None:
     """Mean held-out C-index of `fit_cox`'s recipe over ``folds`` folds of ``data`` (lifelines'
     `k_fold_cross_validation`; standardisation on all cases, which does not change a Cox ranking), or ``None`` when
     there are too few cases (< 5 per fold)."""
@@ -202,6 +223,7 @@ def cross_validated_c_index(data: SurvivalData, *, penalizer: float = COX_PENALI
 
     if len(data) < 5 * folds:
         return None
+    features = tuple(features) if features is not None else default_features(data)
     x = feature_table(data, features)
     means = np.nanmean(x, axis=0)
     x = np.where(np.isfinite(x), x, means[None, :])

@@ -49,7 +49,7 @@ class SurvivalData:
 
     Attributes:
         cache: the crop cache; ``indices``: the cache positions used (cases with an outcome).
-        case_ids, time (months), event (bool), covariates: per case.
+        case_ids, time (months), event (bool), covariates, plans (administered `Plan` or None): per case.
         post_labels: ``(N, X, Y, Z)`` uint8 post-treatment labels from ``post_source``.
         post_source: ``"segmented"`` or ``"true"``; ``segmenter``: weights folder and sha256 when segmented.
         skipped: cases left out (``case_id``, ``reason``).
@@ -65,6 +65,7 @@ class SurvivalData:
     post_source: str
     segmenter: dict[str, Any] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    plans: list[Any] = field(default_factory=list)  # the administered `models.plan.Plan` per case (None if unknown)
 
     def __len__(self) -> int:
         return len(self.case_ids)
@@ -174,6 +175,9 @@ def load_survival_data(manifest: str | os.PathLike, *, crop: CropConfig | None =
     else:
         seg_dir = Path(segmenter_dir).expanduser() if segmenter_dir is not None else default_segmenter_dir()
         post, seg = _segmented_post_labels(cache, indices, seg_dir, progress)
+    from models.plan import Plan
+
+    plans = [Plan.parse(cache.entries[i]["plan"]) if cache.entries[i].get("plan") else None for i in indices]
     return SurvivalData(cache=cache, indices=indices, case_ids=ids, time=time, event=event,
                         covariates=[Covariates.from_dict(records[c].covariates) for c in ids], post_labels=post,
-                        post_source=post_labels, segmenter=seg, skipped=skipped)
+                        post_source=post_labels, segmenter=seg, skipped=skipped, plans=plans)

@@ -152,11 +152,11 @@ class DeepSurvivalModel:
 
     @torch.no_grad()
     def predict(self, pre_hu: np.ndarray, pre_labels: np.ndarray, post_hu: np.ndarray, post_labels: np.ndarray,
-                covariates: Covariates | None, voxel_ml: float) -> RiskPrediction:
+                covariates: Covariates | None, voxel_ml: float, plan: Any | None = None) -> RiskPrediction:
         """Risk, curves, medians and RMST of each of the ``T`` post-treatment samples (`SurvivalModel.predict`).
 
-        ``voxel_ml`` is not used by the network (it sees the crop at its training voxel size) but is part of the
-        shared interface.
+        ``voxel_ml`` and ``plan`` are not used by the network (it sees the crop at its training voxel size and has
+        no plan input) but are part of the shared interface.
         """
         post_hu, post_labels = check_predict_inputs(pre_hu, pre_labels, post_hu, post_labels)
         pre = window_hu(np.asarray(pre_hu, np.float32))

@@ -1,8 +1,8 @@
 """`mewm eval survival`: how well a survival model ranks and predicts survival on a held-out cohort.
 
-Every held-out case goes through the planning API (`SurvivalModel.predict` on its true pre-treatment crop and its
-post-treatment crop, labelled as the model was trained: segmenter labels or true labels), so the figures measure the
-model as the plan search uses it. Metrics:
+Every held-out case goes through the planning API (`SurvivalModel.predict` on its true pre-treatment crop, its
+post-treatment crop labelled as the model was trained (segmenter labels or true labels) and its administered plan),
+so the figures measure the model as the plan search uses it. Metrics:
 
 - **Harrell's C-index** of the log-risk (`lifelines.utils.concordance_index(time, −η, event)`; higher = better,
   0.5 = chance); target ≥ 0.70.
@@ -111,7 +111,8 @@ def predict_cohort(model: SurvivalModel, data: SurvivalData, progress: bool | Pr
     for i in range(len(data)):
         d = data.crops(i)
         pred = model.predict(unwindow_hu(d["pre"]), d["pre_labels"], unwindow_hu(d["post"])[None],
-                             d["post_labels"][None], data.covariates[i], data.voxel_ml)
+                             d["post_labels"][None], data.covariates[i], data.voxel_ml,
+                             plan=data.plans[i] if data.plans else None)
         risks.append(float(pred.log_risk[0]))
         curves.append(pred.survival[0])
         times = pred.times

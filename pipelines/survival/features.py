@@ -14,6 +14,10 @@ clinical covariates (`pipelines.case.Covariates`):
     age, child_pugh_score, log10_afp (AFP ng/mL, floored at 1), ecog, vascular_invasion (0/1), n_lesions,
     log_bilirubin (µmol/L), albumin (g/L), log_max_diameter (mm)
 
+plan features (`plan_features`, optional; what the treatment could cost a fragile liver, which no image shows):
+    plan_n_drugs, plan_n_embolics   agents of the plan
+    plan_drugs_x_cp, plan_embolics_x_cp   the same times (Child-Pugh score - 5): more agents in a worse liver
+
 A covariate the case lacks is ``nan`` here; the models replace it by the training mean (`impute`) and report its
 name, so a prediction made with imputed values is always flagged (never silently filled in).
 """
@@ -30,14 +34,15 @@ from models.errors import EmptyMaskError, GeometryMismatchError
 from pipelines.case import Covariates
 from pipelines.volume import LABELS
 
-__all__ = ["IMAGE_FEATURES", "COVARIATE_FEATURES", "FEATURES", "VIABLE_EPS_ML", "image_features",
-           "covariate_features", "outcome_features", "impute"]
+__all__ = ["IMAGE_FEATURES", "COVARIATE_FEATURES", "FEATURES", "PLAN_FEATURES", "VIABLE_EPS_ML", "image_features",
+           "covariate_features", "outcome_features", "plan_features", "impute"]
 
 IMAGE_FEATURES: tuple[str, ...] = ("log_pre_tumour_ml", "viable_ratio", "log_viable_ratio", "necrosis_fraction",
                                    "lipiodol_coverage")
 COVARIATE_FEATURES: tuple[str, ...] = ("age", "child_pugh_score", "log10_afp", "ecog", "vascular_invasion",
                                        "n_lesions", "log_bilirubin", "albumin", "log_max_diameter")
 FEATURES: tuple[str, ...] = IMAGE_FEATURES + COVARIATE_FEATURES
+PLAN_FEATURES: tuple[str, ...] = ("plan_n_drugs", "plan_n_embolics", "plan_drugs_x_cp", "plan_embolics_x_cp")
 # Added to both viable volumes of the log ratio, so a complete response (0 ml) stays finite.
 VIABLE_EPS_ML = 0.5
 _TUMOUR = (LABELS["tumour"], LABELS["necrosis"], LABELS["lipiodol"])
@@ -118,6 +123,17 @@ def outcome_features(pre_labels: np.ndarray, post_labels: np.ndarray, voxel_ml: 
     return {**image_features(pre_labels, post_labels, voxel_ml), **covariate_features(covariates)}
 
 
+def plan_features(plan: Any | None, covariates: Covariates | Mapping[str, Any] | None) -> dict[str, float]:
+    """The `PLAN_FEATURES` of a `models.plan.Plan` for a patient (all ``nan`` without a plan; the interactions
+    ``nan`` without a Child-Pugh score)."""
+    if plan is None:
+        return {name: float("nan") for name in PLAN_FEATURES}
+    drugs, embolics = float(len(plan.drugs)), float(len(plan.embolics))
+    cp = covariate_features(covariates)["child_pugh_score"] - 5.0
+    return {"plan_n_drugs": drugs, "plan_n_embolics": embolics, "plan_drugs_x_cp": drugs * cp,
+            "plan_embolics_x_cp": embolics * cp}
+
+
 def impute(features: Mapping[str, float], names: Sequence[str],
            means: Mapping[str, float]) -> tuple[np.ndarray, list[str]]:
     """The ``names`` values of ``features`` as a float64 vector, non-finite ones replaced by the training ``means``.
@@ -129,7 +145,7 @@ def impute(features: Mapping[str, float], names: Sequence[str],
     for name in names:
         v = float(features.get(name, float("nan")))
         if not math.isfinite(v):
-            if name not in COVARIATE_FEATURES:
+            if name not in COVARIATE_FEATURES and name not in PLAN_FEATURES:
                 raise ValueError(f"The image feature {name!r} is {v}; it cannot be imputed.")
             v = float(means[name])
             imputed.append(name)

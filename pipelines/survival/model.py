@@ -68,8 +68,9 @@ class SurvivalModel(typing.Protocol):
     directory: Path
 
     def predict(self, pre_hu: np.ndarray, pre_labels: np.ndarray, post_hu: np.ndarray, post_labels: np.ndarray,
-                covariates: Covariates | None, voxel_ml: float) -> RiskPrediction:
-        """``pre_*``: ``(X, Y, Z)`` crop; ``post_*``: ``(T, X, Y, Z)`` crops (HU and uint8 labels)."""
+                covariates: Covariates | None, voxel_ml: float, plan: Any | None = None) -> RiskPrediction:
+        """``pre_*``: ``(X, Y, Z)`` crop; ``post_*``: ``(T, X, Y, Z)`` crops (HU and uint8 labels); ``plan``: the
+        `models.plan.Plan` that produced the post crops (used by models with plan features; else imputed, flagged)."""
         ...
 
 

@@ -26,13 +26,21 @@ __all__ = ["CoxTrainReport", "train_cox", "train_deep", "write_deep_card", "LIMI
 
 LIMITATIONS = """- Trained on the synthetic virtual HCC-TACE cohort only (`docs/DATA_CARD_cohort.md`); not validated on real
   patients. **Research use only; not for clinical use.**
-- It sees the tumour crop (2 mm, 48³, centred on the largest lesion) and the clinical covariates, **not the plan**:
-  the cohort's hazard also rises with the toxicity of the plan in a fragile liver (harm H, invisible in the image),
-  so it cannot penalise an aggressive plan for that harm; the plan search should not rely on it alone for patients
-  with poor liver function.
+- {plan_limit}
 - Proportional hazards are assumed (true in the cohort's Weibull PH world, unverified anywhere else); the survival
   curves come from the training cohort's Breslow baseline and inherit its follow-up (censoring at 6-60 months).
 - Satellite lesions outside the crop are seen only through the covariates (n_lesions, max_diameter_mm)."""
+
+PLAN_LIMITS = {
+    "blind": "It sees the tumour crop (2 mm, 48³, centred on the largest lesion) and the clinical covariates, **not "
+             "the plan**: the cohort's hazard also rises with the toxicity of the plan in a fragile liver (harm, "
+             "invisible in the image), so it cannot penalise an aggressive plan for that harm; a plan search should "
+             "not rely on it alone for patients with poor liver function.",
+    "plan": "It sees the plan only through four coarse features (numbers of drugs and embolics, and each times the "
+            "Child-Pugh excess over 5), learned from observational (confounded) treatment assignment; agent-specific "
+            "toxicity is not modelled. Callers must pass `plan=` to `predict`, or these features are imputed "
+            "(flagged) and the harm of aggressive plans is invisible.",
+}
 
 POST_LABELS_WHY = {
     "segmented": "the world model's segmenter applied to the true post-treatment crop, with the pre-treatment labels "
@@ -97,8 +105,10 @@ RMST-60.
 
 ## Model
 - Features (standardised with the training mean and SD): {features}
-- Missing covariates at prediction time: replaced by the training means and flagged (`RiskPrediction.imputed`,
-  `ImputationWarning`)
+- Plan features ({plan_note}): the administered plan in training, the candidate plan (`predict(..., plan=)`) in
+  planning
+- Missing covariates (or a missing `plan=`) at prediction time: replaced by the training means and flagged
+  (`RiskPrediction.imputed`, `ImputationWarning`)
 - `CoxPHFitter(penalizer={penalizer:g}, l1_ratio=0)`: ridge penalty ½·λ·‖β‖² on the standardised features; Efron
   ties; curves from the Breslow baseline of the training cohort ({n_times} event times); stored as JSON
   (`config.json`, `cox.json`), no pickle
@@ -145,11 +155,14 @@ def train_cox(manifest: str | os.PathLike, out: str | os.PathLike, *, penalizer:
     seconds = time.perf_counter() - t0
     table = "\n".join(f"| {f} | {b:+.3f} | {hr:.2f} |"
                       for f, b, hr in zip(model.features, model.coefficients, model.hazard_ratios().values()))
+    plan_note = "used" if model.uses_plan else "not used: some training cases have no plan"
     text = COX_CARD.format(data=_data_lines(data), features=", ".join(model.features), penalizer=penalizer,
+                           plan_note=plan_note,
                            n_times=len(model.baseline.event_times), table=table, command=command,
                            c_index=model.extra["training_c_index"], loglik=model.extra["training_log_likelihood"],
                            cv="–" if cv is None else f"{cv:.3f}",
-                           today=date.today().isoformat(), seconds=seconds, limitations=LIMITATIONS)
+                           today=date.today().isoformat(), seconds=seconds,
+                           limitations=LIMITATIONS.format(plan_limit=PLAN_LIMITS["plan" if model.uses_plan else "blind"]))
     Path(out, "MODEL_CARD.md").write_text(text)
     return CoxTrainReport(out=Path(out), n_cases=len(data), n_events=int(data.event.sum()),
                           training_c_index=model.extra["training_c_index"], hazard_ratios=model.hazard_ratios())
@@ -214,7 +227,8 @@ def write_deep_card(report, data: SurvivalData, settings, segmenter_dir=None) ->
         resumed=f"; resumed at step {report.start_step}" if report.start_step else "",
         train_loss=report.final_train_loss, val_loss=report.final_val_loss, train_c=extra["train_c_index"],
         val_c=extra["val_c_index"], seconds=report.seconds, s_per_step=report.seconds_per_step,
-        threads=torch.get_num_threads(), today=date.today().isoformat(), limitations=LIMITATIONS)
+        threads=torch.get_num_threads(), today=date.today().isoformat(),
+        limitations=LIMITATIONS.format(plan_limit=PLAN_LIMITS["blind"]))
     path = Path(report.out) / "MODEL_CARD.md"
     path.write_text(text)
     return path

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from models.errors import CheckpointNotFoundError, GeometryMismatchError, ImputationWarning
+from models.plan import Plan
 from pipelines.case import Covariates
 from pipelines.survival.cox import WEIGHTS_FILE, CoxSurvivalModel, fit_cox
 from pipelines.survival.data import load_survival_data
@@ -55,13 +56,15 @@ def test_fit_predict_shapes_and_sense(fitted):
     d = data.crops(0)
     pre_hu, post_hu = d["pre"] * 100, np.stack([d["post"] * 100] * 3)
     post_labels = np.stack([d["post_labels"], d["pre_labels"], d["post_labels"]])
-    pred = model.predict(pre_hu, d["pre_labels"], post_hu, post_labels, data.covariates[0], data.voxel_ml)
-    assert isinstance(pred, RiskPrediction) and pred.log_risk.shape == (3,) and pred.survival.shape[0] == 3
-    assert pred.log_risk[0] == pred.log_risk[2] and pred.imputed == ()
+    pred = model.predict(pre_hu, d["pre_labels"], post_hu, post_labels, data.covariates[0], data.voxel_ml,
+                         plan=data.plans[0])
+    assert model.uses_plan and isinstance(pred, RiskPrediction) and pred.log_risk.shape == (3,) and pred.survival.shape[0] == 3
+    assert pred.log_risk[0] == pytest.approx(pred.log_risk[2]) and pred.imputed == ()
     assert np.all(np.diff(pred.survival, axis=1) <= 1e-12)  # survival curves never rise
     order = np.argsort(pred.log_risk)
     assert np.all(np.diff(pred.rmst_months[order]) <= 1e-9)  # higher risk, shorter RMST
-    single = model.predict(pre_hu, d["pre_labels"], post_hu[0], post_labels[0], data.covariates[0], data.voxel_ml)
+    single = model.predict(pre_hu, d["pre_labels"], post_hu[0], post_labels[0], data.covariates[0], data.voxel_ml,
+                           plan=data.plans[0])
     assert single.log_risk.shape == (1,) and single.log_risk[0] == pytest.approx(pred.log_risk[0])
     with pytest.raises(GeometryMismatchError):
         model.predict(pre_hu, d["pre_labels"], post_hu[:, :4], post_labels, None, data.voxel_ml)
@@ -75,7 +78,7 @@ def test_save_load_round_trip_is_json_and_identical(fitted, tmp_path):
     assert isinstance(loaded, CoxSurvivalModel) and loaded.kind == "cox" and loaded.directory == tmp_path / "cox"
     d = data.crops(1)
     args = (d["pre"], d["pre_labels"], d["post"][None], d["post_labels"][None], data.covariates[1], data.voxel_ml)
-    a, b = model.predict(*args), loaded.predict(*args)
+    a, b = model.predict(*args, plan=data.plans[1]), loaded.predict(*args, plan=data.plans[1])
     assert a.log_risk == pytest.approx(b.log_risk, abs=1e-12) and np.allclose(a.survival, b.survival)
 
 
@@ -84,8 +87,12 @@ def test_missing_covariates_are_imputed_and_flagged(fitted):
     d = data.crops(0)
     with pytest.warns(ImputationWarning, match="albumin"):
         pred = model.predict(d["pre"], d["pre_labels"], d["post"], d["post_labels"], Covariates(age=50),
+                             data.voxel_ml, plan=data.plans[0])
+    assert "albumin" in pred.imputed and "age" not in pred.imputed and "plan_n_drugs" not in pred.imputed
+    with pytest.warns(ImputationWarning, match="plan_n_drugs"):  # no plan: its features are imputed, flagged
+        pred = model.predict(d["pre"], d["pre_labels"], d["post"], d["post_labels"], data.covariates[0],
                              data.voxel_ml)
-    assert "albumin" in pred.imputed and "age" not in pred.imputed
+    assert set(pred.imputed) == {"plan_n_drugs", "plan_n_embolics", "plan_drugs_x_cp", "plan_embolics_x_cp"}
 
 
 def test_missing_or_incompatible_weights_name_the_train_command(fitted, tmp_path):
@@ -104,16 +111,27 @@ def test_missing_or_incompatible_weights_name_the_train_command(fitted, tmp_path
 def test_embedded_cox_weights_rank_shrinkage_below_growth():
     model = load_survival_model(EMBEDDED)
     assert model.kind == "cox" and (EMBEDDED / "MODEL_CARD.md").is_file()
+    plan = Plan.parse("Epirubicin; Lipiodol; Gelatin Sponge")
     shrink_pre, shrink_post = treated_pair(viable_radius=2.0, treated=True)
     grow_pre, grow_post = treated_pair(viable_radius=8.0, treated=False)
     hu = np.zeros(shrink_pre.shape, np.float32)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # full covariates: nothing imputed, no warning
-        shrink = model.predict(hu, shrink_pre, hu, shrink_post, FULL, 0.008)
-        grow = model.predict(hu, grow_pre, hu, grow_post, FULL, 0.008)
+        warnings.simplefilter("error")  # full covariates and the plan: nothing imputed, no warning
+        shrink = model.predict(hu, shrink_pre, hu, shrink_post, FULL, 0.008, plan=plan)
+        grow = model.predict(hu, grow_pre, hu, grow_post, FULL, 0.008, plan=plan)
     assert shrink.log_risk[0] < grow.log_risk[0]
     assert shrink.rmst_months[0] > grow.rmst_months[0]
     assert 0 < grow.rmst_months[0] < shrink.rmst_months[0] <= 60
-    sicker = model.predict(hu, shrink_pre, hu, shrink_post,
-                           Covariates(**{**FULL.to_dict(), "child_pugh_score": 9}), 0.008)
-    assert sicker.log_risk[0] > shrink.log_risk[0]  # worse liver function, higher risk
+    sicker = Covariates(**{**FULL.to_dict(), "child_pugh_score": 9})
+    assert model.predict(hu, shrink_pre, hu, shrink_post, sicker, 0.008, plan=plan).log_risk[0] > shrink.log_risk[0]
+
+
+def test_embedded_cox_weights_see_the_harm_of_more_agents_in_a_fragile_liver():
+    """Same image, Child-Pugh B: two drugs and two embolics cost more than one drug and one embolic."""
+    model = load_survival_model(EMBEDDED)
+    pre, post = treated_pair(viable_radius=2.0, treated=True)
+    hu = np.zeros(pre.shape, np.float32)
+    sicker = Covariates(**{**FULL.to_dict(), "child_pugh_score": 9})
+    heavy = model.predict(hu, pre, hu, post, sicker, 0.008, plan=Plan.parse("Lobaplatin; Epirubicin; Lipiodol; PVA"))
+    light = model.predict(hu, pre, hu, post, sicker, 0.008, plan=Plan.parse("Epirubicin; Lipiodol"))
+    assert heavy.log_risk[0] > light.log_risk[0]

@@ -87,3 +87,17 @@ def test_bad_inputs_raise_typed_errors():
         outcome_features(pre, post, 0.0, None)
     with pytest.raises(TypeError):
         outcome_features(pre, post, 0.5, [1, 2])
+
+
+def test_plan_features_count_agents_and_scale_with_liver_dysfunction():
+    from models.plan import Plan
+    from pipelines.survival.features import PLAN_FEATURES, plan_features
+
+    plan = Plan.parse("Lobaplatin; Epirubicin; Lipiodol")
+    f = plan_features(plan, {"child_pugh_score": 8})
+    assert list(f) == list(PLAN_FEATURES)
+    assert (f["plan_n_drugs"], f["plan_n_embolics"], f["plan_drugs_x_cp"], f["plan_embolics_x_cp"]) == (2, 1, 6, 3)
+    assert all(math.isnan(v) for v in plan_features(None, COVARIATES).values())
+    assert math.isnan(plan_features(plan, None)["plan_drugs_x_cp"]) and plan_features(plan, None)["plan_n_drugs"] == 2
+    x, imputed = impute(plan_features(None, None), PLAN_FEATURES, dict.fromkeys(PLAN_FEATURES, 1.0))
+    assert imputed == list(PLAN_FEATURES) and x.tolist() == [1.0] * 4

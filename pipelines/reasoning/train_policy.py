@@ -119,7 +119,7 @@ def train_policy(trees: list[str | os.PathLike], out: str | os.PathLike, *, base
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if bar:
             bar(step, steps, f"loss {loss.item():.3f}")
     # 3. save: adapter, then the merged plain model

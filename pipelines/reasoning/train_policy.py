@@ -127,8 +127,12 @@ def train_policy(trees: list[str | os.PathLike], out: str | os.PathLike, *, base
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out / "adapter")
     merged = model.merge_and_unload()
-    if getattr(merged.config, "quantization_config", None) is not None:
-        del merged.config.quantization_config
+    if getattr(merged.config, "quantization_config", None) is not None:  # loaded from GGUF: save a plain copy
+        cfg = merged.config.to_dict()
+        cfg.pop("quantization_config", None)
+        plain = type(merged)(type(merged.config).from_dict(cfg))
+        plain.load_state_dict(merged.state_dict())
+        merged = plain
     merged.save_pretrained(out)
     tok.save_pretrained(out)
     report = PolicyReport(str(out), len(encoded), dropped, steps, sum(losses[:10]) / len(losses[:10]),

@@ -117,7 +117,8 @@ class SmolLM2Backend:
         messages = build_messages(question)
         request = {"prompt": [chatml_prompt(messages, p) for p in prefixes], "n": n, "temperature": temperature,
                    "top_p": top_p, "max_tokens": max_new_tokens, "seed": seed, "stop": list(stop or []),
-                   "logprobs": 1, "cache_prompt": True}  # logprobs: the only per-choice token count llama.cpp gives
+                   "logprobs": 1,  # the only per-choice token count llama.cpp gives
+                   "cache_prompt": False}  # a reused prompt cache made samples 2..n differ between identical calls
         with self._lock:
             reply = self._server.handle_completions(request)
         if not isinstance(reply, dict) or "choices" not in reply:

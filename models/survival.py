@@ -8,7 +8,8 @@
   crops of each patient into ONE risk-set entry: a patient with two crops is one patient, never two (the
   reference counted every crop as its own patient and squashed the risk through a sigmoid; both are fixed here).
 - `SurvivalCNN`: a small 3D CNN (MONAI `ResidualUnit`s) on 4-channel crops ``[pre CT, pre tumour mask, post CT,
-  post viable-tumour mask]`` plus a vector of standardised clinical covariates; one unbounded log-risk per crop.
+  post viable-tumour mask]`` plus a vector of standardised clinical covariates (through the head and a linear,
+  Cox-like skip); one unbounded log-risk per crop.
 """
 
 from __future__ import annotations
@@ -116,18 +117,21 @@ class SurvivalCNN(nn.Module):
     """A small 3D CNN giving an unbounded log relative hazard per (pre, post) crop pair.
 
     Image path: ``len(channels)`` MONAI residual units, each halving the size (48³ → 3³ with four), global average
-    pooling. Covariate path: the standardised covariate vector joins the pooled image features in a two-layer head.
-    The output is linear (no sigmoid): hazard ratios are not bounded.
+    pooling. Covariate path: the standardised covariate vector joins the pooled image features in a two-layer head
+    and, with ``covariate_skip``, also adds a linear term ``β·c`` (a Cox model of the covariates inside the network,
+    which a few hundred patients can estimate; the CNN then only has to learn what the image adds). The output is
+    linear (no sigmoid): hazard ratios are not bounded.
 
     Args:
         in_channels: crop channels (4: pre CT, pre tumour mask, post CT, post viable-tumour mask).
         channels: feature channels per stride-2 level.
         n_covariates: length of the covariate vector (0 = image only).
         hidden: width of the head. dropout: dropout before the last layer.
+        covariate_skip: add the linear covariate term.
     """
 
     def __init__(self, in_channels: int = 4, channels: Sequence[int] = (8, 16, 32, 32), n_covariates: int = 9,
-                 hidden: int = 32, dropout: float = 0.2) -> None:
+                 hidden: int = 32, dropout: float = 0.2, covariate_skip: bool = False) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
         if not channels or min(channels) < 1 or in_channels < 1 or n_covariates < 0 or hidden < 1:
@@ -137,7 +141,7 @@ class SurvivalCNN(nn.Module):
         if not 0 <= dropout < 1:
             raise ValueError(f"SurvivalCNN expects dropout in [0, 1), got {dropout}.")
         self.config = {"in_channels": int(in_channels), "channels": list(channels), "n_covariates": int(n_covariates),
-                       "hidden": int(hidden), "dropout": float(dropout)}
+                       "hidden": int(hidden), "dropout": float(dropout), "covariate_skip": bool(covariate_skip)}
         layers, c_in = [], in_channels
         for c in channels:
             layers.append(ResidualUnit(3, c_in, c, strides=2, kernel_size=3, subunits=2, norm="INSTANCE",
@@ -147,6 +151,7 @@ class SurvivalCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool3d(1)
         self.head = nn.Sequential(nn.Linear(c_in + n_covariates, hidden), nn.ReLU(), nn.Dropout(dropout),
                                   nn.Linear(hidden, 1))
+        self.skip = nn.Linear(n_covariates, 1, bias=False) if covariate_skip and n_covariates else None
 
     def forward(self, crops: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, in_channels, X, Y, Z)`` crops and ``(B, n_covariates)`` covariates → ``(B,)`` log-risk."""
@@ -160,7 +165,10 @@ class SurvivalCNN(nn.Module):
                              f"{None if covariates is None else tuple(covariates.shape)}.")
         # 2. image features
         h = self.pool(self.encoder(crops)).flatten(1)
-        # 3. join the covariates, 4. linear log-risk
+        # 3. join the covariates, 4. linear log-risk (+ the linear covariate term)
         if n_cov:
             h = torch.cat([h, covariates.to(h.dtype)], dim=1)
-        return self.head(h)[:, 0]
+        out = self.head(h)[:, 0]
+        if self.skip is not None:
+            out = out + self.skip(covariates.to(h.dtype))[:, 0]
+        return out

@@ -37,10 +37,13 @@ from pipelines.worldmodel.crops import CropConfig, random_flips
 __all__ = ["DEEP_DEFAULTS", "MODEL_CONFIG", "crop_channels", "SurvivalCrops", "DeepSurvivalModel",
            "train_deep_model"]
 
-DEEP_DEFAULTS = {"steps": 500, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4}
+# A first run (channels 8-16-32-32, no covariate skip, lr 1e-3, 500 steps) over-fitted: training C-index 0.886,
+# validation 0.592, validation loss lowest at step 100 and rising after. Hence the covariate skip, more dropout and
+# weight decay, and fewer steps.
+DEEP_DEFAULTS = {"steps": 300, "batch_size": 32, "lr": 5e-4, "weight_decay": 1e-2}
 MODEL_CONFIG: dict[str, Any] = {"in_channels": 4, "channels": [8, 16, 32, 32], "n_covariates": len(COVARIATE_FEATURES),
-                                "hidden": 32, "dropout": 0.2}
-SCHEDULE = {"log_every": 10, "val_every": 50, "checkpoint_every": 50}
+                                "hidden": 16, "dropout": 0.5, "covariate_skip": True}
+SCHEDULE = {"log_every": 10, "val_every": 25, "checkpoint_every": 25}
 EVAL_BATCH = 16
 _TUMOUR = (LABELS["tumour"], LABELS["necrosis"], LABELS["lipiodol"])
 

@@ -125,3 +125,16 @@ def test_cnn_without_covariates_and_its_validation():
         SurvivalCNN(dropout=1.0)
     with pytest.raises(ValueError, match="positive"):
         SurvivalCNN(channels=())
+
+
+def test_covariate_skip_adds_a_linear_covariate_term():
+    torch.manual_seed(0)
+    net = SurvivalCNN(channels=(4,), n_covariates=2, hidden=4, covariate_skip=True).eval()
+    with torch.no_grad():
+        for p in net.head.parameters():
+            p.zero_()
+        net.skip.weight.copy_(torch.tensor([[0.5, -1.0]]))
+    x = torch.randn(2, 4, 8, 8, 8)
+    out = net(x, torch.tensor([[2.0, 1.0], [0.0, 3.0]]))
+    assert out.tolist() == pytest.approx([0.0, -3.0])
+    assert SurvivalCNN(channels=(4,), n_covariates=2).skip is None  # off by default

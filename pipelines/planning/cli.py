@@ -69,7 +69,8 @@ def _cmd_eval_planning(args: argparse.Namespace) -> int:
                                os.path.expanduser(cfg.planning.survival_dir), args.train_manifest,
                                patients=args.patients, samples=cfg.planning.samples, steps=cfg.planning.steps,
                                guidance=cfg.planning.guidance, seed=cfg.planning.seed, out=args.out,
-                               policy=load_policy(cfg), progress=not args.quiet)
+                               policy=load_policy(cfg), survival_sees_plan=not args.outcome_only,
+                               progress=not args.quiet)
     rows = {m: {k: (v["mean"] if isinstance(v, dict) else v) for k, v in s.items() if k in
                 ("n", "f1", "f1_no_lipiodol", "jaccard", "regret_months", "exact", "top3_hit")}
             for m, s in report["methods"].items()}
@@ -119,6 +120,8 @@ def register(sub, groups) -> None:
                     help="training cohort manifest (fits the pre-treatment Cox baseline)")
     ev.add_argument("--patients", type=int, default=100, help="first N patients (default 100)")
     ev.add_argument("--out", help="JSON report (default: <survival_dir>/planning_evaluation.json)")
+    ev.add_argument("--outcome-only", action="store_true",
+                    help="ablation: the survival model sees the simulated outcome but not the plan")
     _search_flags(ev)
     ev.set_defaults(func=_cmd_eval_planning)
 

@@ -110,7 +110,8 @@ def summarise(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
 def evaluate_planning(cohort: str | os.PathLike, world_dir: str | os.PathLike, survival_dir: str | os.PathLike,
                       train_manifest: str | os.PathLike, *, patients: int | None = 100, samples: int = 2,
                       steps: int = 25, guidance: float = 2.0, seed: int = 0, out: str | os.PathLike | None = None,
-                      policy: Any = None, progress: bool = True) -> dict[str, Any]:
+                      policy: Any = None, survival_sees_plan: bool = True,
+                      progress: bool = True) -> dict[str, Any]:
     """Evaluate plan choice on ``cohort`` (module doc); write and return the JSON report."""
     from pipelines.cohort.plan_space import read_plan_space
     from pipelines.planning.search import plan_case
@@ -134,7 +135,8 @@ def evaluate_planning(cohort: str | os.PathLike, world_dir: str | os.PathLike, s
     log = out.with_suffix(".patients.jsonl")
     settings = {"cohort": str(cohort), "patients": len(records), "samples": samples, "steps": steps,
                 "guidance": guidance, "seed": seed, "world_model": str(world_dir), "survival": str(survival_dir),
-                "survival_kind": survival.kind, "train_manifest": str(train_manifest), "policy": policy.name}
+                "survival_kind": survival.kind, "train_manifest": str(train_manifest), "policy": policy.name,
+                "survival_sees_plan": survival_sees_plan}
     done: dict[str, dict] = {}
     if log.is_file():
         for line in log.read_text().splitlines():
@@ -157,7 +159,7 @@ def evaluate_planning(cohort: str | os.PathLike, world_dir: str | os.PathLike, s
             case = load_manifest_case(record)
             t0 = time.perf_counter()
             result = plan_case(case, world, survival, candidates=space, samples=samples, seed=seed, steps=steps,
-                               guidance=guidance)
+                               guidance=guidance, survival_sees_plan=survival_sees_plan)
             wm_seconds = time.perf_counter() - t0
             wm_rank = [s.plan for s in result.ranked]
             proposal = policy.propose(case)

@@ -87,6 +87,7 @@ class PlanScorer:
     seed: int = 0
     steps: int = 25
     guidance: float = 2.0
+    survival_sees_plan: bool = True  # pass the plan to the survival model (its plan features: e.g. harm to the liver)
     scores: dict[str, PlanScore] = field(default_factory=dict)
     simulations: dict[str, PlanSimulation] = field(default_factory=dict)
     denoiser_passes: int = 0
@@ -124,7 +125,8 @@ class PlanScorer:
                 with warnings.catch_warnings():  # the imputation is reported once, in `imputed`, not per plan
                     warnings.simplefilter("ignore", ImputationWarning)
                     prediction = self.survival.predict(result.pre_hu, result.pre_labels, sim.crops_hu, sim.labels,
-                                                       self.case.covariates, voxel_ml)
+                                                       self.case.covariates, voxel_ml,
+                                                       **({"plan": sim.plan} if self.survival_sees_plan else {}))
                 self.imputed.update(getattr(prediction, "imputed", ()))
                 self.scores[plan_id(sim.plan)] = _plan_score(sim, prediction)
                 self.simulations[plan_id(sim.plan)] = sim

@@ -219,7 +219,8 @@ def exhaustive_search(scorer: PlanScorer, plans: Sequence[Plan],
 def plan_case(case: Case, world: Any, survival: Any, proposal: Any = None, *, mode: str = "beam",
               samples: int = 3, seed: int = 0, steps: int = 25, guidance: float = 2.0, beams: int = 5,
               drug_horizon: int = 2, embolic_horizon: int = 2, candidates: Sequence[Plan | str] | None = None,
-              policy: Any = None, progress: bool | ProgressFn | None = None) -> PlanningResult:
+              policy: Any = None, survival_sees_plan: bool = True,
+              progress: bool | ProgressFn | None = None) -> PlanningResult:
     """Rank plans for ``case``: policy proposal → search → ranked `PlanScore`s.
 
     Args:
@@ -227,6 +228,8 @@ def plan_case(case: Case, world: Any, survival: Any, proposal: Any = None, *, mo
         proposal: the policy's `Proposal`; ``None`` asks ``policy`` (a `PolicyBackend`, default the configured
             one) unless ``candidates`` are given (exhaustive search over them, no policy).
         mode: ``"beam"`` or ``"exhaustive"``; the other arguments as in the module doc and `WorldModel.simulate`.
+        survival_sees_plan: give the survival model the plan as well as the simulated outcome (default; a model
+            with plan features needs it). ``False`` ranks by the simulated outcome alone (an ablation).
     """
     from pipelines.worldmodel.simulate import parse_plans
 
@@ -245,7 +248,7 @@ def plan_case(case: Case, world: Any, survival: Any, proposal: Any = None, *, mo
         proposal = policy.propose(case)
         timings["policy"] = time.perf_counter() - t0
     scorer = PlanScorer(case=case, world=world, survival=survival, samples=samples, seed=seed, steps=steps,
-                        guidance=guidance)
+                        guidance=guidance, survival_sees_plan=survival_sees_plan)
     if candidate_plans is not None:
         mode = "exhaustive"
         scores = exhaustive_search(scorer, candidate_plans, progress_fn)
@@ -259,6 +262,7 @@ def plan_case(case: Case, world: Any, survival: Any, proposal: Any = None, *, mo
     settings = {"mode": mode, "samples": samples, "seed": seed, "steps": steps, "guidance": guidance,
                 "beams": beams, "drug_horizon": drug_horizon, "embolic_horizon": embolic_horizon,
                 "candidates": None if candidate_plans is None else len(candidate_plans),
+                "survival_sees_plan": survival_sees_plan,
                 "survival_model": {"kind": getattr(survival, "kind", None),
                                    "directory": str(getattr(survival, "directory", ""))},
                 "world_model": str(getattr(world, "weights_dir", ""))}

@@ -34,7 +34,7 @@ class ViableVolumeSurvival:
     kind = "test-viable-volume"
     directory = Path("tests")
 
-    def predict(self, pre_hu, pre_labels, post_hu, post_labels, covariates, voxel_ml):
+    def predict(self, pre_hu, pre_labels, post_hu, post_labels, covariates, voxel_ml, plan=None):
         viable = (post_labels == LABELS["tumour"]).reshape(len(post_labels), -1).sum(1) * voxel_ml
         lipiodol = (post_labels == LABELS["lipiodol"]).reshape(len(post_labels), -1).sum(1) * voxel_ml
         log_risk = viable / 10.0 - lipiodol / 20.0

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.turing.cli",
     "pipelines.survival.cli",
     "pipelines.reasoning.cli",
+    "pipelines.realdata.cli",
 )
 
 DISCLAIMER = "MeWM Workbench is for research only; its outputs are not for clinical use."

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -263,23 +264,39 @@ def _import_patient(patient: PatientIndex, clinical: dict[str, ClinicalRow], out
     record.manifest = {"case_id": case_id, "ct": record.files["ct"], "labels": record.files["labels"],
                        "clinical": record.files["clinical"], "plan": info.get("plan"),
                        "time_months": outcome.get("time_months"), "event": outcome.get("event"),
-                       "covariates": info["covariates"]}
+                       "ttp_months": (info.get("ttp") or {}).get("time_months"),
+                       "ttp_event": (info.get("ttp") or {}).get("event"), "covariates": info["covariates"]}
     return record.finish()
 
 
+MANIFESTS = {  # file → what it is for (all in the cohort folder, same rows format)
+    "manifest.csv": "every imported case; time_months/event = overall survival (OS)",
+    "manifest_ttp.csv": "every imported case; time_months/event = time to progression (TTP), for survival on TTP",
+    "manifest_with_plan.csv": "cases whose administered regimen is known (what `mewm train dynamics` needs)",
+}
+
+
 def write_cohort_manifest(out: Path, records: list[PatientRecord]) -> Path:
-    """``manifest.csv`` from the imported records (the same format the virtual cohort writes)."""
+    """The cohort's manifests (`MANIFESTS`) from the imported records; returns ``manifest.csv``.
+
+    Same format as the virtual cohort's; the clinical JSON (which `load_manifest_case` prefers) holds OS as the
+    outcome, while survival training reads the time/event columns, so ``manifest_ttp.csv`` trains on TTP.
+    """
     from pipelines.manifest import ManifestRecord, write_manifest
 
-    rows = []
+    rows, ttp_rows = [], []
     for r in sorted(records, key=lambda r: r.case_id):
         if r.status == SKIPPED or not r.manifest:
             continue
         m = dict(r.manifest)
-        rows.append(ManifestRecord(case_id=m["case_id"], ct=m["ct"], labels=m["labels"], post_ct=m.get("post_ct"),
-                                   post_labels=m.get("post_labels"), clinical=m["clinical"], plan=m.get("plan"),
-                                   time_months=m.get("time_months"), event=m.get("event"),
-                                   covariates=m.get("covariates") or {}))
+        row = ManifestRecord(case_id=m["case_id"], ct=m["ct"], labels=m["labels"], post_ct=m.get("post_ct"),
+                             post_labels=m.get("post_labels"), clinical=m["clinical"], plan=m.get("plan"),
+                             time_months=m.get("time_months"), event=m.get("event"),
+                             covariates=m.get("covariates") or {})
+        rows.append(row)
+        ttp_rows.append(replace(row, time_months=m.get("ttp_months"), event=m.get("ttp_event")))
+    write_manifest(ttp_rows, out / "manifest_ttp.csv")
+    write_manifest([r for r in rows if r.plan], out / "manifest_with_plan.csv")
     return write_manifest(rows, out / "manifest.csv")
 
 

@@ -157,6 +157,8 @@ def register_ct(fixed: Volume, moving: Volume, *, stages: tuple[str, ...] = ("ri
                 r.SetMovingInitialTransform(transform)
                 r.SetInitialTransform(bspline, inPlace=False)
             out = r.Execute(f_img, m_img)
+            if isinstance(out, sitk.CompositeTransform) and out.GetNumberOfTransforms() == 1:
+                out = out.GetNthTransform(0).Downcast()
             if stage == "deformable":
                 transform = sitk.CompositeTransform([transform, out])
             else:

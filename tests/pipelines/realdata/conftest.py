@@ -35,3 +35,27 @@ def imported(download, rd_config, tmp_path_factory):
     out = tmp_path_factory.mktemp("hcc-imported")
     summary = import_hcc_tace_seg(download[0], download[1], out, config=rd_config, progress=False)
     return out, summary
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """Tiny seeded world-model checkpoints (5 mm, 16³ crops) from the world-model tests' helper."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "worldmodel"))
+    from simulate_helpers import write_tiny_weights
+
+    return write_tiny_weights(tmp_path_factory.mktemp("tiny-weights"))
+
+
+@pytest.fixture(scope="session")
+def registered(imported, tiny_weights, rd_config, tmp_path_factory):
+    """``(cohort, summary)``: a copy of the imported cohort, registered with the tiny segmenter."""
+    import shutil
+
+    from pipelines.realdata.register import register_cohort
+
+    cohort = tmp_path_factory.mktemp("hcc-registered") / "cohort"
+    shutil.copytree(imported[0], cohort)
+    summary = register_cohort(cohort, weights_dir=tiny_weights, iterations=60, config=rd_config, progress=False)
+    return cohort, summary

@@ -1,0 +1,71 @@
+"""`mewm register` on the imported synthetic cohort: alignment, propagated liver, pseudo-labels, QA, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from models.errors import ManifestError, RegistrationError
+from pipelines.caseio.nifti import read_nifti
+from pipelines.manifest import load_manifest_case, read_manifest
+from pipelines.realdata.registration import register_ct
+from pipelines.volume import Volume
+
+
+def test_every_followup_is_registered_with_qa(registered):
+    cohort, summary = registered
+    assert summary["counts"]["registered"] == 5 and summary["counts"]["failed"] == 0
+    for row in summary["cases"]:
+        # model-free QA: the follow-up's HU agree with the baseline's around the liver after, not before
+        assert row["liver_hu_correlation_after"] > 0.8 > row["liver_hu_correlation_before"]
+        assert row["liver_hu_correlation_after"] > row["liver_hu_correlation_before"] + 0.1
+        assert row["metric_after"]["affine"] < row["metric_before"]  # Mattes MI: lower is better
+        # the fixture's follow-up is the baseline moved by (+12, -12, +4) mm in LPS (z: half an 8 mm slice)
+        assert row["translation_mm"][:2] == pytest.approx([12, -12], abs=2.5)
+        assert abs(row["translation_mm"][2] - 4) <= 4.5
+    md = (cohort / "registration.md").read_text()
+    assert "pseudo-labels" in md and "not for clinical use" in md
+
+
+def test_registered_cases_load_with_pseudo_labels_marked(registered):
+    cohort, _ = registered
+    records = {r.case_id: r for r in read_manifest(cohort)}
+    assert all(r.post_ct and r.post_labels.endswith("post_labels_pseudo.nii.gz") for r in records.values())
+    case = load_manifest_case(records["HCC_001"])  # post pair checked on the baseline grid by load_case
+    assert case.post_ct.shape == case.ct.shape
+    # outside the crop the liver is the propagated baseline liver
+    assert np.array_equal(case.post_labels.array > 0, case.labels.array > 0) or \
+        (case.post_labels.array > 0).sum() > 0.9 * (case.labels.array > 0).sum()
+    info = json.loads((cohort / "cases" / "HCC_001" / "clinical.json").read_text())
+    assert info["registered"] is True and info["post_labels_source"].startswith("pseudo-labels")
+    assert "not expert masks" in info["post_labels_source"]
+
+
+def test_rerun_keeps_registered_cases(registered, tiny_weights, rd_config):
+    from pipelines.realdata.register import register_cohort
+
+    cohort, _ = registered
+    again = register_cohort(cohort, weights_dir=tiny_weights, config=rd_config, progress=False)
+    assert again["counts"]["kept"] == 5 and again["counts"]["registered"] == 0
+    assert len(read_manifest(cohort / "manifest_with_plan.csv")) == 4  # HCC_009 has no regimen
+
+
+def test_register_refuses_a_folder_without_import_records(tmp_path, tiny_weights):
+    from pipelines.realdata.register import register_cohort
+
+    with pytest.raises(ManifestError, match="no import records"):
+        register_cohort(tmp_path, weights_dir=tiny_weights, progress=False)
+
+
+def test_register_ct_recovers_a_known_shift_and_is_seeded(imported):
+    ct = read_nifti(imported[0] / "cases" / "HCC_002" / "ct.nii.gz")
+    moved = Volume(ct.array, ct.affine.copy(), "scalar", "moved")
+    moved.affine[:3, 3] += [8.0, 0.0, 0.0]  # the same image, 8 mm to the right (RAS)
+    a = register_ct(ct, moved, stages=("rigid",), iterations=60, seed=1)
+    b = register_ct(ct, moved, stages=("rigid",), iterations=60, seed=1)
+    assert a.translation_mm == pytest.approx([-8.0, 0.0, 0.0], abs=1.5)  # LPS: x flips
+    assert a.translation_mm == pytest.approx(b.translation_mm, abs=1e-9)  # same seed: same transform
+    with pytest.raises(RegistrationError, match="start with 'rigid'"):
+        register_ct(ct, moved, stages=("affine",))

@@ -71,8 +71,10 @@ def _c_index(features: list[dict[str, float]], time: np.ndarray, event: np.ndarr
 
     names = list(features[0])
     x = np.array([[f[n] for n in names] for f in features], dtype=np.float64)
-    means = np.nanmean(np.where(np.isfinite(x), x, np.nan), axis=0)
-    keep = np.isfinite(means)
+    finite = np.isfinite(x)
+    counts = finite.sum(axis=0)
+    means = np.where(counts > 0, np.where(finite, x, 0.0).sum(axis=0) / np.maximum(counts, 1), np.nan)
+    keep = counts > 0  # a covariate no case has (HCC-TACE-Seg has no albumin/bilirubin) is left out
     x = np.where(np.isfinite(x), x, means[None, :])[:, keep]
     names = [n for n, k in zip(names, keep) if k]
     sd = x.std(axis=0)

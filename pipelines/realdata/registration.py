@@ -74,7 +74,7 @@ def _pyramid(image) -> tuple[list[int], list[float]]:
     return shrinks, [float(f) / 2 if f > 1 else 0.0 for f in shrinks]
 
 
-def _method(fixed_image, seed: int, iterations: int, mask=None):
+def _method(fixed_image, seed: int, iterations: int, mask=None, deformable: bool = False):
     import SimpleITK as sitk
 
     r = sitk.ImageRegistrationMethod()
@@ -89,6 +89,9 @@ def _method(fixed_image, seed: int, iterations: int, mask=None):
     r.SetShrinkFactorsPerLevel(shrinks)
     r.SetSmoothingSigmasPerLevel(sigmas)
     r.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    if deformable:  # L-BFGS-B takes no parameter scales
+        r.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=iterations)
+        return r
     r.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=iterations,
                                                relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
     r.SetOptimizerScalesFromPhysicalShift()
@@ -152,8 +155,7 @@ def register_ct(fixed: Volume, moving: Volume, *, stages: tuple[str, ...] = ("ri
             else:
                 mesh = [max(1, s // 8) for s in f_img.GetSize()]
                 bspline = sitk.BSplineTransformInitializer(f_img, mesh)
-                r = _method(f_img, seed, iterations // 2, mask_img)
-                r.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=iterations // 2)
+                r = _method(f_img, seed, max(1, iterations // 2), mask_img, deformable=True)
                 r.SetMovingInitialTransform(transform)
                 r.SetInitialTransform(bspline, inPlace=False)
             out = r.Execute(f_img, m_img)
@@ -171,5 +173,5 @@ def register_ct(fixed: Volume, moving: Volume, *, stages: tuple[str, ...] = ("ri
                                 f"follow-up CT covers the liver of the baseline CT.") from e
     result.transform = transform
     centre = np.asarray(f_img.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in f_img.GetSize()]))
-    result.translation_mm = list(np.asarray(transform.TransformPoint(tuple(centre))) - centre)
+    result.translation_mm = [float(t) for t in np.asarray(transform.TransformPoint(tuple(centre))) - centre]
     return result

@@ -69,3 +69,15 @@ def test_register_ct_recovers_a_known_shift_and_is_seeded(imported):
     assert a.translation_mm == pytest.approx(b.translation_mm, abs=1e-9)  # same seed: same transform
     with pytest.raises(RegistrationError, match="start with 'rigid'"):
         register_ct(ct, moved, stages=("affine",))
+
+
+def test_deformable_stage_runs_after_the_affine(imported):
+    from pipelines.caseio.readers import load_volume
+
+    folder = imported[0] / "cases" / "HCC_001"
+    ct = load_volume(folder / "ct.nii.gz", kind="scalar")
+    followup = load_volume(folder / "followup_ct.nii.gz", kind="scalar")
+    reg = register_ct(ct, followup, stages=("rigid", "affine", "deformable"), iterations=20)
+    assert reg.stages == ["rigid", "affine", "deformable"]
+    assert reg.metric_after["deformable"] < reg.metric_before
+    assert reg.resample(followup, ct).shape == ct.shape

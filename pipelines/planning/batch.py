@@ -558,7 +558,8 @@ def score_manifest(manifest: str | os.PathLike, out: str | os.PathLike, *, worke
     out.mkdir(parents=True, exist_ok=True)
     threads = 1 if workers > 1 else None
     run = {"workers": workers, "backend": backend, "limit": limit, "retry_failed": retry_failed,
-           "ray_address": ray_address, "torch_threads_per_worker": threads or "default"}
+           "ray_address": ray_address,  # a Ray actor holds one CPU, so it runs one thread
+           "torch_threads_per_worker": threads or (1 if backend == "ray" else "default")}
     with _locked(out):
         _prepare_folder(out, settings, overwrite)
         wanted = {r.case_id for r in records}

@@ -57,10 +57,13 @@ def bench_batch(manifest: str | os.PathLike | None = None, *, cases: int = 4, se
                                         limit=cases, config=cfg, loader=loader,
                                         progress=resolve_progress(progress, f"bench {name}", "case"))
                 per_case = report.case_seconds
+                mean = sum(per_case) / len(per_case) if per_case else None
                 runs[name] = {"backend": backend, "workers": n, "cases": report.total, "ok": report.ok,
                               "failed": report.failed, "wall_seconds": report.seconds,
                               "cases_per_hour": report.cases_per_hour,
-                              "mean_case_seconds_in_worker": sum(per_case) / len(per_case) if per_case else None,
+                              "mean_case_seconds_in_worker": mean,
+                              # what a long batch approaches once the workers have started
+                              "steady_state_cases_per_hour": n * 3600.0 / mean if mean else None,
                               "torch_threads_per_worker": report.run["torch_threads_per_worker"]}
                 rankings[name] = _ranking(report)
     first = next(iter(rankings.values()))
@@ -72,10 +75,13 @@ def bench_batch(manifest: str | os.PathLike | None = None, *, cases: int = 4, se
     result = {
         "settings": recorded, "cases": cases, "runs": runs,
         "cases_per_hour": {k: v["cases_per_hour"] for k, v in runs.items()}, "speedup_2_vs_1": speedup,
+        "steady_state_cases_per_hour": {k: v["steady_state_cases_per_hour"] for k, v in runs.items()},
         "same_rankings_across_runs": all(r == first for r in rankings.values()),
-        "note": "Wall time includes worker start-up (process spawn or local Ray start, imports, one model load per "
-                "worker). One worker runs torch with its default threads (all cores) in the process backend and "
-                "one thread as a Ray actor (one CPU); two workers run one thread each.",
+        "note": "cases_per_hour: cases over wall time, worker start-up included (process spawn or local Ray start, "
+                "imports, one model load per worker), which dominates a short run. steady_state_cases_per_hour: "
+                "workers x 3600 / mean seconds per case inside a worker (start-up excluded). One worker runs "
+                "torch with its default threads (all cores) in the process backend and one thread as a Ray actor "
+                "(one CPU); two workers run one thread each.",
         "machine": machine_info(), "notice": NOTICE}
     path = Path(out) if out else Path("runs") / "bench_batch.json"
     result["report"] = str(path)

@@ -187,4 +187,5 @@ def test_bench_batch_report(cohort, weights, tmp_path):
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["runs"]["process_1"]["cases"] == 2 and saved["runs"]["process_1"]["ok"] == 1  # c0, bad_ct
     assert saved["cases_per_hour"]["process_1"] > 0 and saved["same_rankings_across_runs"] is True
+    assert saved["steady_state_cases_per_hour"]["process_1"] > saved["cases_per_hour"]["process_1"]
     assert report["settings"]["samples"] == 2 and saved["machine"]["cpu_count"] >= 1

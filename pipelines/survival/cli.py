@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
                          "(default; what planning sees) or the cohort's true labels")
     tr.add_argument("--segmenter", help="segmentation weights folder (default: [worldmodel] weights_dir/segmentation)")
     tr.add_argument("--penalizer", type=float, help="cox: lifelines ridge penalizer (default 0.1)")
-    tr.add_argument("--steps", type=int, help="deep: optimiser steps (default 300)")
+    tr.add_argument("--steps", type=int, help="deep: optimiser steps (default 120)")
     tr.add_argument("--batch-size", type=int, help="deep: patients per batch (one risk set; default 32)")
     tr.add_argument("--lr", type=float, help="deep: learning rate (default 5e-4)")
     tr.add_argument("--seed", type=int, default=0, help="deep: random seed (same seed, same weights)")

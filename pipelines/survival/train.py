@@ -192,6 +192,7 @@ likelihood; survival curves, medians and RMST-60 come from the Breslow baseline 
 
 ## Training
 - Command: `{command}`
+- Start: {warm}
 - Loss: negative Cox partial log-likelihood per event (Efron ties), each mini-batch = {batch_size} distinct
   patients (one crop each, random flips): one risk set with one entry per patient
 - AdamW, lr {lr:g}, weight decay {wd:g}, batch {batch_size}, {steps} steps, seed {seed}, gradient norm clipped at
@@ -220,6 +221,10 @@ def write_deep_card(report, data: SurvivalData, settings, segmenter_dir=None) ->
                        batch_size=settings.batch_size, lr=f"{settings.lr:g}", seed=settings.seed,
                        post_labels=data.post_source, segmenter=segmenter_dir)
     text = DEEP_CARD.format(
+        warm=("the linear covariate skip at the ridge Cox coefficients of the training covariates ("
+              + ", ".join(f"{k} {v:+.2f}" for k, v in extra["warm_start"].items())
+              + "), the head's last layer at zero: training begins at the covariate Cox model"
+              if extra.get("warm_start") else "seeded random weights"),
         data=_data_lines(data), n_train=report.n_train, n_val=report.n_val, inputs=extra["inputs"],
         covariates=", ".join(extra["covariates"]["names"]), n_params=report.n_params,
         config=json.dumps(report.model_config, indent=2), command=command, batch_size=settings.batch_size,

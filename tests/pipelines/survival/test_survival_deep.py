@@ -63,3 +63,22 @@ def test_same_seed_same_weights_and_a_usable_model(data, tmp_path):
 def test_missing_deep_weights_name_the_deep_command(tmp_path):
     with pytest.raises(CheckpointNotFoundError, match="mewm train survival --kind deep"):
         DeepSurvivalModel.load(tmp_path)
+
+
+def test_embedded_deep_weights_load_and_predict():
+    from pathlib import Path
+
+    from pipelines.case import Covariates
+    from pipelines.survival.model import load_survival_model
+
+    model = load_survival_model(Path(__file__).resolve().parents[3] / "models" / "weights" / "survival_deep")
+    assert model.kind == "deep" and model.network.config["covariate_skip"]
+    pre, post = treated_pair(viable_radius=4.0, treated=True, shape=(48, 48, 48))
+    hu = np.where(pre > 0, 100.0, -100.0).astype(np.float32)
+    well = Covariates(age=55, afp=10.0, albumin=42.0, bilirubin=10.0, child_pugh_score=5, ecog=0,
+                      vascular_invasion=False, n_lesions=1, max_diameter_mm=30.0)
+    sick = Covariates(**{**well.to_dict(), "child_pugh_score": 9, "afp": 20000.0, "vascular_invasion": True})
+    a = model.predict(hu, pre, np.stack([hu, hu]), np.stack([post, pre]), well, 0.008)
+    b = model.predict(hu, pre, hu, post, sick, 0.008)
+    assert a.log_risk.shape == (2,) and np.isfinite(a.log_risk).all() and a.imputed == ()
+    assert b.log_risk[0] > a.log_risk[0]  # worse liver function, AFP and vascular invasion: higher risk

@@ -93,7 +93,8 @@ class PreTreatmentCox:
             raise ManifestError(f"The pre-treatment Cox baseline needs >= 20 cases with plan, time and event; "
                                 f"the training manifest has {len(usable)}.")
         covs = [_covariates(r) for r in usable]
-        self.means = {k: float(np.nanmean([c[k] for c in covs])) for k in covs[0]}
+        finite = {k: [c[k] for c in covs if math.isfinite(c[k])] for k in covs[0]}
+        self.means = {k: float(np.mean(v)) if v else 0.0 for k, v in finite.items()}  # never given: constant, dropped
         rows = [self._row(c, Plan.parse(r.plan)) for c, r in zip(covs, usable)]
         df = pd.DataFrame(rows)
         df = df.loc[:, df.std(ddof=0) > 0]  # agents never given carry no information

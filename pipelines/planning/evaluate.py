@@ -19,6 +19,8 @@ the nearest plan of the space for regret), the observed (administered) plan, and
 pre-treatment features + plan (`pipelines.planning.baselines.PreTreatmentCox`, fitted on a training manifest).
 
 Per-patient results are appended to ``<out>.patients.jsonl`` as they are made, so an interrupted run resumes.
+A patient the world model cannot simulate (a lesion larger than its crop, no tumour mask) is left out of every
+method's figures and listed with the reason under ``patients_skipped``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import ManifestError
+from models.errors import EmptyMaskError, LesionTooLargeError, ManifestError
 from models.plan import Plan, keyword_metrics
 from pipelines.manifest import load_manifest_case, read_manifest
 from pipelines.planning.baselines import PreTreatmentCox, nearest_candidate, random_plan
@@ -158,8 +160,15 @@ def evaluate_planning(cohort: str | os.PathLike, world_dir: str | os.PathLike, s
             best = max(space, key=lambda p: (survival_of[p.canonical()], -space.index(p)))
             case = load_manifest_case(record)
             t0 = time.perf_counter()
-            result = plan_case(case, world, survival, candidates=space, samples=samples, seed=seed, steps=steps,
-                               guidance=guidance, survival_sees_plan=survival_sees_plan)
+            try:
+                result = plan_case(case, world, survival, candidates=space, samples=samples, seed=seed,
+                                   steps=steps, guidance=guidance, survival_sees_plan=survival_sees_plan)
+            except (LesionTooLargeError, EmptyMaskError) as e:  # the world model cannot plan this patient: say so
+                row = {"case_id": record.case_id, "settings": settings, "skipped": f"{type(e).__name__}: {e}"}
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                rows.append(row)
+                continue
             wm_seconds = time.perf_counter() - t0
             wm_rank = [s.plan for s in result.ranked]
             proposal = policy.propose(case)
@@ -184,6 +193,8 @@ def evaluate_planning(cohort: str | os.PathLike, world_dir: str | os.PathLike, s
             rows.append(row)
             if bar is not None:
                 bar(i + 1, len(records), record.case_id)
+    skipped = [{"case_id": r["case_id"], "reason": r["skipped"]} for r in rows if "skipped" in r]
+    rows = [r for r in rows if "skipped" not in r]
     summary = summarise(rows, seed)
     wm, gl, rd = (summary[m]["f1"]["mean"] if summary[m]["f1"] else float("nan")
                   for m in ("world_model", "guideline", "random"))
@@ -201,6 +212,7 @@ def evaluate_planning(cohort: str | os.PathLike, world_dir: str | os.PathLike, s
         "world_model_seconds_per_patient": {"mean": float(np.mean(secs)) if secs else None,
                                             "note": "not a benchmark: other jobs shared the CPU"},
         "plans_in_space": len(space), "distinct_best_plans": len({r["best"] for r in rows}),
+        "patients_scored": len(rows), "patients_skipped": skipped,
         "wall_seconds_this_run": time.perf_counter() - start,
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
         "notice": "Synthetic cohort: figures measure the pipeline against the simulator's truth, not patients.",

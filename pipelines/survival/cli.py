@@ -50,10 +50,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     _threads(args.threads)
     report = evaluate_survival(args.cohort, args.weights, out=args.out, plot=args.plot, segmenter_dir=args.segmenter,
-                               progress=not args.quiet)
+                               plan_ranking=args.plan_ranking, progress=not args.quiet)
     print(json.dumps({"kind": report["kind"], "n": report["n"], "n_events": report["n_events"],
                       "metrics": {k: {"value": v["value"], "target": v["target"], "pass": v["pass"],
                                       "baseline": v["baseline"]} for k, v in report["metrics"].items()},
+                      "plan_ranking": {k: v for k, v in (report["plan_ranking"] or {}).items() if k != "rows"} or None,
                       "plot": report["plot"], "report": report["out"]}, indent=2))
     return 0
 
@@ -86,6 +87,9 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
     ev.add_argument("--out", help="JSON report (default: <weights>/evaluation.json)")
     ev.add_argument("--plot", help="Kaplan-Meier PNG (default: km_risk_groups.png beside the report)")
     ev.add_argument("--segmenter", help="segmentation weights folder (default: the one the model was trained with)")
+    ev.add_argument("--plan-ranking", type=int, default=0, metavar="N",
+                    help="also rank every plan of the plan space for the first N patients on their counterfactual "
+                         "outcomes vs the oracle (virtual cohorts only; slow, ~30 s per patient)")
     ev.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_eval)

@@ -33,7 +33,8 @@ from pipelines.worldmodel.crops import CropCache, CropConfig, build_crop_cache
 from pipelines.worldmodel.regions import DEFAULT_CHANGE_MARGIN_MM, change_region
 from pipelines.worldmodel.report import display_path
 
-__all__ = ["POST_LABEL_SOURCES", "SurvivalDataWarning", "SurvivalData", "load_survival_data", "default_segmenter_dir"]
+__all__ = ["POST_LABEL_SOURCES", "SurvivalDataWarning", "SurvivalData", "load_survival_data", "default_segmenter_dir",
+           "load_segmenter", "segment_post_crops"]
 
 POST_LABEL_SOURCES = ("segmented", "true")
 SEGMENT_BATCH = 8
@@ -95,20 +96,37 @@ def default_segmenter_dir() -> Path:
     return Path(load_config().worldmodel.weights_dir).expanduser() / "segmentation"
 
 
-def _segmented_post_labels(cache: CropCache, indices: list[int], segmenter_dir: Path,
-                           progress: bool | ProgressFn | None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Segmenter labels of the true post crops inside the change region, pre labels outside (as `simulate`)."""
+def segment_post_crops(segmenter: Any, post: np.ndarray, pre_labels: np.ndarray,
+                       spacing: tuple[float, float, float]) -> np.ndarray:
+    """``(B, X, Y, Z)`` uint8 labels of windowed post crops ``(B, X, Y, Z)``: the segmenter's inside the change
+    region of each pre-treatment label crop, the pre-treatment labels outside it (as `simulate` labels its crops)."""
     import torch
 
+    with torch.no_grad():
+        predicted = segmenter.predict(torch.from_numpy(np.asarray(post, np.float32))[:, None]).numpy()
+    out = [np.where(change_region(pre, DEFAULT_CHANGE_MARGIN_MM, spacing), p, pre).astype(np.uint8)
+           for p, pre in zip(predicted, pre_labels)]
+    return np.stack(out)
+
+
+def load_segmenter(segmenter_dir: Path, crop: CropConfig) -> tuple[Any, dict[str, Any]]:
+    """The segmentation network in ``segmenter_dir`` (checked to match ``crop``) and its record (dir, sha256)."""
     from pipelines.worldmodel.evaluate import _load_segmenter
 
     model, seg_crop, _ = _load_segmenter(segmenter_dir.parent)
-    if seg_crop != cache.config:
+    if seg_crop != crop:
         raise ConfigError(f"The segmenter in {segmenter_dir} was trained on {seg_crop.to_dict()} crops, but the "
-                          f"survival crops are {cache.config.to_dict()}; use the same crop or --post-labels true.")
+                          f"survival crops are {crop.to_dict()}; use the same crop or --post-labels true.")
     sha = hashlib.sha256((segmenter_dir / "model.pt").read_bytes()).hexdigest()
-    info = {"dir": display_path(segmenter_dir), "weights_sha256": sha, "change_margin_mm": DEFAULT_CHANGE_MARGIN_MM}
-    key = hashlib.sha256(f"{sha}:{DEFAULT_CHANGE_MARGIN_MM}".encode()).hexdigest()[:16]
+    return model, {"dir": display_path(segmenter_dir), "weights_sha256": sha,
+                   "change_margin_mm": DEFAULT_CHANGE_MARGIN_MM}
+
+
+def _segmented_post_labels(cache: CropCache, indices: list[int], segmenter_dir: Path,
+                           progress: bool | ProgressFn | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Segmenter labels of the true post crops inside the change region, pre labels outside (as `simulate`)."""
+    model, info = load_segmenter(segmenter_dir, cache.config)
+    key = hashlib.sha256(f"{info['weights_sha256']}:{DEFAULT_CHANGE_MARGIN_MM}".encode()).hexdigest()[:16]
     store = cache.directory / f"survival-post-labels-{key}.npz"
     if store.is_file():
         with np.load(store) as z:
@@ -116,16 +134,12 @@ def _segmented_post_labels(cache: CropCache, indices: list[int], segmenter_dir: 
                 return z["labels"][indices], info
     report = resolve_progress(progress, "segment post crops", "case")
     out = []
-    with torch.no_grad():
-        for s in range(0, len(cache), SEGMENT_BATCH):
-            items = [cache.load(i) for i in range(s, min(s + SEGMENT_BATCH, len(cache)))]
-            x = torch.from_numpy(np.stack([d["post"] for d in items]))[:, None]
-            predicted = model.predict(x).numpy().astype(np.uint8)
-            for d, p in zip(items, predicted):
-                region = change_region(d["pre_labels"], DEFAULT_CHANGE_MARGIN_MM, cache.config.spacing)
-                out.append(np.where(region, p, d["pre_labels"]).astype(np.uint8))
-            if report:
-                report(s + len(items), len(cache), "")
+    for s in range(0, len(cache), SEGMENT_BATCH):
+        items = [cache.load(i) for i in range(s, min(s + SEGMENT_BATCH, len(cache)))]
+        out.extend(segment_post_crops(model, np.stack([d["post"] for d in items]),
+                                      np.stack([d["pre_labels"] for d in items]), cache.config.spacing))
+        if report:
+            report(s + len(items), len(cache), "")
     labels = np.stack(out)
     fd, tmp = tempfile.mkstemp(prefix=f".{store.stem}.", suffix=".npz", dir=store.parent)
     os.close(fd)

@@ -214,6 +214,15 @@ def _card_body(report: dict[str, Any]) -> str:
                       f"patient's administered plan: the ranking by the true expected survival, which a model can "
                       f"only beat by chance, since the observed times add random (Weibull and censoring) noise. The model's C-index is "
                       f"{m['c_index']['value'] / oracle:.0%} of it."]
+    r = report.get("plan_ranking")
+    if r:
+        lines += ["", f"Plan ranking on counterfactual outcomes (`--plan-ranking {r['patients']}`: every one of the "
+                      f"{r['plans']} plans of the plan space rendered by the simulator for each of the first "
+                      f"{r['patients']} patients, {r['post_labels']} post labels, ranked by the model, compared with "
+                      f"the oracle; the best plan search this model allows with a perfect world model): mean "
+                      f"within-patient Spearman {r['spearman']:.2f}, oracle-best plan ranked first "
+                      f"{r['top1']:.0%}, in the top 3 {r['top3']:.0%}, regret {r['regret_months']:.1f} months "
+                      f"(random plan: {r['random_regret_months']:.1f})."]
     lines += ["", "Risk tertiles (Kaplan-Meier plot `km_risk_groups.png`):", ""]
     lines += [f"- {g['group']}: {g['n']} patients, {g['deaths']} deaths, KM median "
               f"{fmt(g['km_median_months'])} months" for g in report["risk_groups"]["groups"]]
@@ -230,7 +239,7 @@ def _card_body(report: dict[str, Any]) -> str:
 def evaluate_survival(cohort_dir: str | os.PathLike, weights_dir: str | os.PathLike, *,
                       out: str | os.PathLike | None = None, plot: str | os.PathLike | None = None,
                       segmenter_dir: str | os.PathLike | None = None, update_card: bool = True,
-                      cache_dir: str | os.PathLike | None = None,
+                      cache_dir: str | os.PathLike | None = None, plan_ranking: int = 0,
                       progress: bool | ProgressFn | None = None) -> dict[str, Any]:
     """Evaluate the survival model in ``weights_dir`` on the held-out cohort ``cohort_dir`` (see the module doc).
 
@@ -239,6 +248,8 @@ def evaluate_survival(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
         segmenter_dir: the segmenter for ``segmented`` post labels (default: the one the model was trained with,
             else the configured world model's).
         update_card: write the figures into ``<weights>/MODEL_CARD.md``.
+        plan_ranking: also rank every plan of the plan space for this many patients on their counterfactual
+            outcomes (`pipelines.survival.plan_ranking`; slow: every plan is rendered by the simulator).
 
     Raises:
         CheckpointNotFoundError: no survival model. ManifestError: a cohort without outcomes.
@@ -278,8 +289,16 @@ def evaluate_survival(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
     plot = Path(plot) if plot is not None else out.parent / KM_PLOT
     groups = risk_group_plot(log_risk, t, e, plot, f"{model.kind} survival model: held-out risk tertiles")
 
+    ranking = None
+    if plan_ranking:
+        from pipelines.survival.plan_ranking import counterfactual_plan_ranking
+
+        ranking = counterfactual_plan_ranking(model, cohort_dir, patients=plan_ranking, crop=data.cache.config,
+                                              post_labels=post_labels, segmenter_dir=segmenter_dir, progress=progress)
+
     command = command_line("eval", "survival", cohort=cohort_dir, weights=weights_dir,
-                           out=out if out != weights_dir / "evaluation.json" else None)
+                           out=out if out != weights_dir / "evaluation.json" else None,
+                           plan_ranking=plan_ranking or None)
     report = {
         "kind": model.kind, "weights": display_path(weights_dir), "cohort": display_path(cohort_dir),
         "n": len(data), "n_events": int(e.sum()), "post_labels": post_labels,
@@ -292,7 +311,7 @@ def evaluate_survival(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
                                                                 "plan: the ceiling on this cohort"),
         },
         "ibs_range_months": [float(grid[0]), float(grid[-1])],
-        "risk_groups": groups, "plot": display_path(plot), "out": display_path(out), "command": command,
+        "plan_ranking": ranking, "risk_groups": groups, "plot": display_path(plot), "out": display_path(out), "command": command,
         "machine": machine_info(), "seconds": time.perf_counter() - t0,
         "predictions": {"case_id": data.case_ids, "log_risk": log_risk.tolist(), "time": t.tolist(),
                         "event": e.astype(int).tolist()},

@@ -135,3 +135,15 @@ def test_embedded_cox_weights_see_the_harm_of_more_agents_in_a_fragile_liver():
     heavy = model.predict(hu, pre, hu, post, sicker, 0.008, plan=Plan.parse("Lobaplatin; Epirubicin; Lipiodol; PVA"))
     light = model.predict(hu, pre, hu, post, sicker, 0.008, plan=Plan.parse("Epirubicin; Lipiodol"))
     assert heavy.log_risk[0] > light.log_risk[0]
+
+
+def test_counterfactual_plan_ranking_scores_every_plan_against_the_oracle(fitted):
+    from pipelines.survival.plan_ranking import counterfactual_plan_ranking
+
+    data, model = fitted
+    r = counterfactual_plan_ranking(model, data.cache.manifest.parent, patients=1, crop=TINY_CROP,
+                                    post_labels="true")
+    assert r["patients"] == 1 and r["plans"] == 32 and len(r["rows"]) == 1
+    row = r["rows"][0]
+    assert -1 <= row["spearman"] <= 1 and row["regret_months"] >= 0 and row["random_regret_months"] > 0
+    assert row["top1"] == (row["predicted_best"] == row["oracle_best"]) and (row["top3"] or not row["top1"])

@@ -216,10 +216,9 @@ def register_cohort(manifest: str | os.PathLike, *, weights_dir: str | os.PathLi
              "| case | status | liver HU correlation before | after | liver Dice before | after | MI before | after | QA |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        after = r.get("metric_after") or {}
         lines.append(f"| {r['case_id']} | {r['status']} | {_fmt(r.get('liver_hu_correlation_before'))} | "
                      f"{_fmt(r.get('liver_hu_correlation_after'))} | {_fmt(r.get('liver_dice_before'))} | "
                      f"{_fmt(r.get('liver_dice_after'))} | {_fmt(r.get('metric_before'))} | "
-                     f"{_fmt(after.get(stages[-1]))} | {'pass' if r.get('qa_pass') else ('flagged' if 'qa_pass' in r else '—')} |")
+                     f"{_fmt(r.get('metric_final'))} | {'pass' if r.get('qa_pass') else ('flagged' if 'qa_pass' in r else '—')} |")
     (cohort / "registration.md").write_text("\n".join(lines) + "\n")
     return summary

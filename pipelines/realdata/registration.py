@@ -35,7 +35,8 @@ class Registration:
     transform: Any  # SimpleITK.Transform
     stages: list[str]
     metric_before: float
-    metric_after: dict[str, float] = field(default_factory=dict)
+    metric_final: float | None = None  # the same full-image metric as metric_before, after all stages
+    metric_after: dict[str, float] = field(default_factory=dict)  # each stage's optimiser value (on its mask)
     iterations: dict[str, int] = field(default_factory=dict)
     translation_mm: list[float] = field(default_factory=list)
 
@@ -56,6 +57,7 @@ class Registration:
     def to_dict(self) -> dict[str, Any]:
         return {"stages": self.stages, "metric": "Mattes mutual information (lower is better)",
                 "metric_before": round(self.metric_before, 5),
+                "metric_final": None if self.metric_final is None else round(self.metric_final, 5),
                 "metric_after": {k: round(v, 5) for k, v in self.metric_after.items()},
                 "iterations": self.iterations, "translation_mm": [round(t, 2) for t in self.translation_mm]}
 
@@ -80,7 +82,7 @@ def _method(fixed_image, seed: int, iterations: int, mask=None, deformable: bool
     r = sitk.ImageRegistrationMethod()
     r.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     r.SetMetricSamplingStrategy(r.RANDOM)
-    r.SetMetricSamplingPercentage(0.3, seed)
+    r.SetMetricSamplingPercentage(0.3, seed + 1)  # SimpleITK reads seed 0 as "seed from the wall clock"
     r.SetInterpolator(sitk.sitkLinear)
     r.SetNumberOfThreads(1)
     if mask is not None:
@@ -172,6 +174,7 @@ def register_ct(fixed: Volume, moving: Volume, *, stages: tuple[str, ...] = ("ri
         raise RegistrationError(f"SimpleITK registration failed ({str(e).splitlines()[-1][:200]}); check that the "
                                 f"follow-up CT covers the liver of the baseline CT.") from e
     result.transform = transform
+    result.metric_final = _metric(f_img, m_img, transform, seed)
     centre = np.asarray(f_img.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in f_img.GetSize()]))
     result.translation_mm = [float(t) for t in np.asarray(transform.TransformPoint(tuple(centre))) - centre]
     return result

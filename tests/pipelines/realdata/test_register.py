@@ -21,7 +21,7 @@ def test_every_followup_is_registered_with_qa(registered):
         # model-free QA: the follow-up's HU agree with the baseline's around the liver after, not before
         assert row["liver_hu_correlation_after"] > 0.8 > row["liver_hu_correlation_before"]
         assert row["liver_hu_correlation_after"] > row["liver_hu_correlation_before"] + 0.1
-        assert row["metric_after"]["affine"] < row["metric_before"]  # Mattes MI: lower is better
+        assert row["metric_final"] < row["metric_before"] - 0.2  # Mattes MI on the whole image: lower is better
         # the fixture's follow-up is the baseline moved by (+12, -12, +4) mm in LPS (z: half an 8 mm slice)
         assert row["translation_mm"][:2] == pytest.approx([12, -12], abs=2.5)
         assert abs(row["translation_mm"][2] - 4) <= 4.5
@@ -66,7 +66,7 @@ def test_register_ct_recovers_a_known_shift_and_is_seeded(imported):
     a = register_ct(ct, moved, stages=("rigid",), iterations=60, seed=1)
     b = register_ct(ct, moved, stages=("rigid",), iterations=60, seed=1)
     assert a.translation_mm == pytest.approx([-8.0, 0.0, 0.0], abs=1.5)  # LPS: x flips
-    assert a.translation_mm == pytest.approx(b.translation_mm, abs=1e-9)  # same seed: same transform
+    assert a.translation_mm == pytest.approx(b.translation_mm, abs=1e-6)  # same seed: same transform
     with pytest.raises(RegistrationError, match="start with 'rigid'"):
         register_ct(ct, moved, stages=("affine",))
 

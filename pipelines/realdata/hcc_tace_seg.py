@@ -129,9 +129,8 @@ def _baseline(patient: PatientIndex, seg_file, seg: SegMasks, deidentify: Deiden
         record.warnings.append(f"phases not separable by aorta/portal-vein HU ({calls}); used {key}")
     if phase != "portal-venous" and not failures:
         record.warnings.append(f"no portal-venous acquisition was found; used the {phase} one ({key})")
-    grids = {(a.instances[0].position[2], len(a.instances)) for a in acquisitions}
-    positions = [sorted(round(i.position[2], 2) for i in a.instances) for a in acquisitions]
-    if len(acquisitions) > 1 and any(p != positions[0] for p in positions[1:]) and len(grids) > 0 and not failures:
+    positions = [sorted(tuple(round(v, 2) for v in i.position) for i in a.instances) for a in acquisitions]
+    if len(acquisitions) > 1 and any(p != positions[0] for p in positions[1:]) and not failures:
         record.warnings.append("the acquisitions of the stacked series lie on different slice grids; the SEG was "
                                "mapped onto the chosen one by world position")
     record.baseline.update({"phase": phase, "acquisition": key, "shape": list(ct.shape),

@@ -13,6 +13,7 @@ so the figures measure the model as the plan search uses it. Metrics:
   the training cohort's Kaplan-Meier curve given to every patient (the "no covariates" model).
 - **Risk groups**: tertiles of the predicted log-risk, Kaplan-Meier curves per group (PNG) and the multivariate
   log-rank p-value.
+- **Plan ranking** (``plan_ranking=N``, virtual cohorts only): `pipelines.survival.plan_ranking`.
 - **Oracle ceiling** (virtual cohorts only): the C-index of the simulator's own expected survival under the
   administered plan (`oracle/`, read for scoring only): the best any model could rank these outcomes.
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -131,8 +130,7 @@ def evaluate_realdata(cohort: str | os.PathLike, *, weights_dir: str | os.PathLi
         sims = result.plans[0].labels
         sources = {"none": [pre], "simulated": list(sims)}
         if case.post_labels is not None:
-            sample = preprocess_case(replace(case, post_ct=case.post_ct), spacing=crop.spacing,
-                                     crop_size=crop.crop_size)
+            sample = preprocess_case(case, spacing=crop.spacing, crop_size=crop.crop_size)
             sources["observed"] = [sample.post_labels[0].numpy().astype(np.uint8)]
         feats, viable = {}, {}
         for name, posts in sources.items():

@@ -142,3 +142,20 @@ def test_mrecist_majority_and_units():
     assert mrecist_majority([None, None, "x"])[0] is None
     assert weeks_to_months(4.348125) == pytest.approx(1.0, abs=1e-4)
     assert len(FIXTURE_PATIENTS) == 10
+
+
+def test_clinical_cells_that_do_not_fit_are_warnings(tmp_path):
+    from pipelines.realdata.clinical import read_clinical_table
+
+    path = tmp_path / "clinical.csv"
+    path.write_text("TCIA_ID,Sex,age,CPS,BCLC,PS,OS,Death_1_StillAliveorLostToFU_0,TTP,Censored_0_progressed_1,"
+                    "chemotherapy,1_mRECIST,2_mRECIST,3_mRECIST\n"
+                    "HCC_050,3,sixty,Z,Stage-E,1,52,2,,,doxorubicin LC beads,PR,PR,SD\n")
+    row = read_clinical_table(path)["HCC_050"]
+    joined = " | ".join(row.warnings)
+    for problem in ("Sex '3'", "age 'sixty'", "CPS 'Z'", "BCLC 'Stage-E'", "Death_1_StillAliveorLostToFU_0 '2'",
+                    "no overall survival"):
+        assert problem in joined
+    assert row.covariates.sex is None and row.covariates.ecog == 1 and row.os_event is None
+    assert row.plan.canonical() == "Doxorubicin; Drug-eluting Beads" and row.mrecist == "PR"
+    assert "outcome" not in row.clinical_json()

@@ -34,7 +34,7 @@ from pipelines.survival.model import (KINDS, BreslowBaseline, RiskPrediction, ch
                                       prediction_from_log_risk, train_command, warn_imputed)
 
 __all__ = ["COX_PENALIZER", "FORMAT_VERSION", "WEIGHTS_FILE", "CoxSurvivalModel", "feature_table", "fit_cox",
-           "default_features", "cross_validated_c_index"]
+           "default_features", "standardised_design", "cross_validated_c_index"]
 
 COX_PENALIZER = 0.1
 FORMAT_VERSION = 1
@@ -171,9 +171,54 @@ def default_features(data: SurvivalData) -> tuple[str, ...]:
     return FEATURES + PLAN_FEATURES if with_plans else FEATURES
 
 
+def standardised_design(data: SurvivalData, features: Sequence[str] | None = None
+                        ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, dict[str, str]]:
+    """The standardised feature matrix of ``data`` that `fit_cox` fits on.
+
+    Missing values are filled with the training mean; a feature is left out (and named, with a
+    `SurvivalDataWarning`) when no training case has a value for it (e.g. a real cohort without albumin) or when
+    every case has the same value (nothing to learn from it).
+
+    Returns:
+        (kept features, ``(N, F)`` standardised values, means, scales, ``{left-out feature: reason}``).
+
+    Raises:
+        ConfigError: no feature is left.
+    """
+    import warnings
+
+    from models.errors import ConfigError
+    from pipelines.survival.data import SurvivalDataWarning
+
+    features = tuple(features) if features is not None else default_features(data)
+    x = feature_table(data, features)
+    finite = np.isfinite(x)
+    dropped: dict[str, str] = {}
+    with np.errstate(invalid="ignore"):
+        means = np.array([x[finite[:, j], j].mean() if finite[:, j].any() else np.nan for j in range(len(features))])
+    x = np.where(finite, x, means[None, :])
+    scales = x.std(axis=0)
+    for j, f in enumerate(features):
+        if not finite[:, j].any():
+            dropped[f] = "no training case has a value"
+        elif not scales[j] > 1e-12:
+            dropped[f] = "every training case has the same value"
+    if dropped:
+        warnings.warn("Survival features left out: " + "; ".join(f"{f} ({why})" for f, why in dropped.items()) + ".",
+                      SurvivalDataWarning, stacklevel=3)
+    keep = [j for j, f in enumerate(features) if f not in dropped]
+    if not keep:
+        raise ConfigError("No survival feature varies across the training cases; the cohort is too small or lacks "
+                          "its covariates.")
+    kept = tuple(features[j] for j in keep)
+    z = (x[:, keep] - means[keep]) / scales[keep]
+    return kept, z, means[keep], scales[keep], dropped
+
+
 def fit_cox(data: SurvivalData, *, penalizer: float = COX_PENALIZER,
             features: Sequence[str] | None = None) -> tuple[CoxSurvivalModel, Any]:
-    """Fit the Cox model on ``data`` (see the module doc); ``features`` default `default_features`.
+    """Fit the Cox model on ``data`` (see the module doc); ``features`` default `default_features`, less those
+    `standardised_design` leaves out (recorded in ``config["left_out"]``).
 
     Returns:
         (the model, not yet saved; the fitted lifelines `CoxPHFitter`, for its summary).
@@ -185,17 +230,7 @@ def fit_cox(data: SurvivalData, *, penalizer: float = COX_PENALIZER,
 
     if not penalizer >= 0:
         raise ConfigError(f"The Cox penalizer must be >= 0, got {penalizer!r}.")
-    features = tuple(features) if features is not None else default_features(data)
-    x = feature_table(data, features)
-    means = np.nanmean(x, axis=0)
-    if not np.all(np.isfinite(means)):
-        bad = [f for f, m in zip(features, means) if not np.isfinite(m)]
-        raise ConfigError(f"No training case has a value for {bad}; drop these features or add the covariates to the "
-                          "manifest.")
-    x = np.where(np.isfinite(x), x, means[None, :])
-    scales = x.std(axis=0)
-    scales = np.where(scales > 1e-12, scales, 1.0)
-    z = (x - means) / scales
+    features, z, means, scales, dropped = standardised_design(data, features)
     df = pd.DataFrame(z, columns=list(features))
     df["time"], df["event"] = data.time, data.event.astype(int)
     cph = CoxPHFitter(penalizer=penalizer, l1_ratio=0.0).fit(df, duration_col="time", event_col="event")
@@ -205,7 +240,8 @@ def fit_cox(data: SurvivalData, *, penalizer: float = COX_PENALIZER,
         features=features, coefficients=beta, means={f: float(m) for f, m in zip(features, means)},
         scales={f: float(s) for f, s in zip(features, scales)},
         baseline=BreslowBaseline.fit(log_risk, data.time, data.event),
-        config={"penalizer": float(penalizer), "l1_ratio": 0.0, "ties": "efron", "post_labels": data.post_source},
+        config={"penalizer": float(penalizer), "l1_ratio": 0.0, "ties": "efron", "post_labels": data.post_source,
+                "left_out": dropped},
         extra={"data": data.summary(), "training_km": kaplan_meier(data.time, data.event),
                "training_log_likelihood": float(cph.log_likelihood_),
                "training_c_index": float(cph.concordance_index_)})
@@ -217,18 +253,18 @@ def cross_validated_c_index(data: SurvivalData, *, penalizer: float = COX_PENALI
     """Mean held-out C-index of `fit_cox`'s recipe over ``folds`` folds of ``data`` (lifelines'
     `k_fold_cross_validation`; standardisation on all cases, which does not change a Cox ranking), or ``None`` when
     there are too few cases (< 5 per fold)."""
+    import warnings
+
     import pandas as pd
     from lifelines import CoxPHFitter
     from lifelines.utils import k_fold_cross_validation
 
     if len(data) < 5 * folds:
         return None
-    features = tuple(features) if features is not None else default_features(data)
-    x = feature_table(data, features)
-    means = np.nanmean(x, axis=0)
-    x = np.where(np.isfinite(x), x, means[None, :])
-    scales = np.where(x.std(axis=0) > 1e-12, x.std(axis=0), 1.0)
-    df = pd.DataFrame((x - means) / scales, columns=list(features))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fit_cox already reported the left-out features
+        features, z, _, _, _ = standardised_design(data, features)
+    df = pd.DataFrame(z, columns=list(features))
     df["time"], df["event"] = data.time, data.event.astype(int)
     scores = k_fold_cross_validation(CoxPHFitter(penalizer=penalizer, l1_ratio=0.0), df, duration_col="time",
                                      event_col="event", k=folds, scoring_method="concordance_index", seed=seed)

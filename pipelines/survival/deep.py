@@ -55,11 +55,14 @@ def crop_channels(pre: np.ndarray, pre_labels: np.ndarray, post: np.ndarray, pos
     return np.stack([pre, np.isin(pre_labels, _TUMOUR), post, post_labels == LABELS["tumour"]]).astype(np.float32)
 
 
-def _covariate_matrix(covariates: list[Covariates], means: dict[str, float], scales: dict[str, float]
-                      ) -> tuple[np.ndarray, list[str]]:
+def _covariate_matrix(covariates: list[Covariates], means: dict[str, float], scales: dict[str, float],
+                      unused: Any = ()) -> tuple[np.ndarray, list[str]]:
+    """Standardised covariate rows (missing → training mean, named); ``unused`` covariates are always 0."""
     rows, imputed = [], []
     for c in covariates:
-        x, missing = impute(covariate_features(c), COVARIATE_FEATURES, means)
+        f = covariate_features(c)
+        f.update({n: means[n] for n in unused})
+        x, missing = impute(f, COVARIATE_FEATURES, means)
         rows.append(x)
         imputed += [m for m in missing if m not in imputed]
     mean = np.array([means[n] for n in COVARIATE_FEATURES])
@@ -67,19 +70,27 @@ def _covariate_matrix(covariates: list[Covariates], means: dict[str, float], sca
     return ((np.stack(rows) - mean) / scale).astype(np.float32), imputed
 
 
-def covariate_standardisation(covariates: list[Covariates]) -> tuple[dict[str, float], dict[str, float]]:
-    """Training means (which also impute) and SDs of the covariate features (nan-aware; SD 0 → 1)."""
-    x = np.array([[covariate_features(c)[n] for n in COVARIATE_FEATURES] for c in covariates], dtype=np.float64)
-    means = np.nanmean(x, axis=0)
-    if not np.all(np.isfinite(means)):
-        from models.errors import ConfigError
+def covariate_standardisation(covariates: list[Covariates]
+                              ) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
+    """Training means (which also impute) and SDs of the covariate features, and the covariates left unused (no
+    training case has a value, or all have the same: the network sees a constant 0 for them, with a
+    `SurvivalDataWarning`)."""
+    import warnings
 
-        bad = [n for n, m in zip(COVARIATE_FEATURES, means) if not np.isfinite(m)]
-        raise ConfigError(f"No training case has a value for the covariates {bad}; add them to the manifest.")
-    x = np.where(np.isfinite(x), x, means[None])
-    sd = x.std(axis=0)
+    from pipelines.survival.data import SurvivalDataWarning
+
+    x = np.array([[covariate_features(c)[n] for n in COVARIATE_FEATURES] for c in covariates], dtype=np.float64)
+    finite = np.isfinite(x)
+    means = np.array([x[finite[:, j], j].mean() if finite[:, j].any() else 0.0 for j in range(x.shape[1])])
+    sd = np.where(finite, x, means[None]).std(axis=0)
+    unused = {n: ("no training case has a value" if not finite[:, j].any() else
+                  "every training case has the same value")
+              for j, n in enumerate(COVARIATE_FEATURES) if not (finite[:, j].any() and sd[j] > 1e-12)}
+    if unused:
+        warnings.warn("Deep survival model: covariates left unused: " +
+                      "; ".join(f"{n} ({why})" for n, why in unused.items()) + ".", SurvivalDataWarning, stacklevel=3)
     return ({n: float(v) for n, v in zip(COVARIATE_FEATURES, means)},
-            {n: float(v if v > 1e-12 else 1.0) for n, v in zip(COVARIATE_FEATURES, sd)})
+            {n: float(v if v > 1e-12 else 1.0) for n, v in zip(COVARIATE_FEATURES, sd)}, unused)
 
 
 class SurvivalCrops:
@@ -87,14 +98,14 @@ class SurvivalCrops:
     ``time`` and ``event``."""
 
     def __init__(self, data: SurvivalData, positions: list[int], means: dict[str, float],
-                 scales: dict[str, float]) -> None:
+                 scales: dict[str, float], unused: Any = ()) -> None:
         self.positions = list(positions)
         crops = []
         for i in self.positions:
             d = data.crops(i)
             crops.append(crop_channels(d["pre"], d["pre_labels"], d["post"], d["post_labels"]))
         self.crops = torch.from_numpy(np.stack(crops).astype(np.float16))
-        cov, _ = _covariate_matrix([data.covariates[i] for i in self.positions], means, scales)
+        cov, _ = _covariate_matrix([data.covariates[i] for i in self.positions], means, scales, unused)
         self.covariates = torch.from_numpy(cov)
         self.time = torch.from_numpy(data.time[self.positions].astype(np.float64))
         self.event = torch.from_numpy(data.event[self.positions].astype(bool))
@@ -129,6 +140,7 @@ class DeepSurvivalModel:
     extra: dict[str, Any] = field(default_factory=dict)
     directory: Path | None = None
     kind: str = "deep"
+    unused: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "DeepSurvivalModel":
@@ -153,7 +165,8 @@ class DeepSurvivalModel:
                                           f"standardisation, or does not fit this version ({e}). Re-make it with "
                                           f"`{command}`.") from e
         return cls(network=network, baseline=baseline, means=means, scales=scales, config=dict(meta.config),
-                   extra=dict(extra), directory=directory)
+                   extra=dict(extra), directory=directory,
+                   unused=tuple(extra["covariates"].get("unused") or ()))
 
     @torch.no_grad()
     def predict(self, pre_hu: np.ndarray, pre_labels: np.ndarray, post_hu: np.ndarray, post_labels: np.ndarray,
@@ -168,7 +181,7 @@ class DeepSurvivalModel:
         x = np.stack([crop_channels(pre, pre_labels, window_hu(np.asarray(h, np.float32)), lab)
                       for h, lab in zip(post_hu, post_labels)])
         cov, imputed = _covariate_matrix([covariates if covariates is not None else Covariates()], self.means,
-                                         self.scales)
+                                         self.scales, self.unused)
         self.network.eval()
         log_risk = self.network(torch.from_numpy(x), torch.from_numpy(cov).expand(len(x), -1)).numpy()
         warn_imputed(imputed, self.means)
@@ -185,16 +198,17 @@ def _c_index(log_risk: np.ndarray, time: np.ndarray, event: np.ndarray) -> float
         return float("nan")
 
 
-def covariate_cox_coefficients(crops: SurvivalCrops, penalizer: float = 0.1) -> np.ndarray:
-    """Log hazard ratios of a ridge Cox model (lifelines, Efron ties) of the standardised covariates of ``crops``:
-    the warm start of the network's linear covariate skip."""
+def covariate_cox_coefficients(crops: SurvivalCrops, penalizer: float = 0.1, unused: Any = ()) -> np.ndarray:
+    """Log hazard ratios of a ridge Cox model (lifelines, Efron ties) of the standardised covariates of ``crops``
+    (0 for the ``unused`` ones): the warm start of the network's linear covariate skip."""
     import pandas as pd
     from lifelines import CoxPHFitter
 
-    df = pd.DataFrame(crops.covariates.numpy().astype(np.float64), columns=list(COVARIATE_FEATURES))
+    used = [n for n in COVARIATE_FEATURES if n not in unused]
+    df = pd.DataFrame(crops.covariates.numpy().astype(np.float64), columns=list(COVARIATE_FEATURES))[used]
     df["time"], df["event"] = crops.time.numpy(), crops.event.numpy().astype(int)
     cph = CoxPHFitter(penalizer=penalizer).fit(df, duration_col="time", event_col="event")
-    return cph.params_.loc[list(COVARIATE_FEATURES)].to_numpy(np.float64)
+    return np.array([float(cph.params_[n]) if n in used else 0.0 for n in COVARIATE_FEATURES])
 
 
 def train_deep_model(manifest: str | os.PathLike, out: str | os.PathLike, *, steps: int | None = None,
@@ -218,13 +232,14 @@ def train_deep_model(manifest: str | os.PathLike, out: str | os.PathLike, *, ste
     data = load_survival_data(manifest, crop=crop, post_labels=post_labels, segmenter_dir=segmenter_dir,
                               cache_dir=cache_dir, progress=progress)
     split = split_cases(data.case_ids, source=f"The manifest {data.cache.manifest}", skipped=data.skipped)
-    means, scales = covariate_standardisation([data.covariates[i] for i in split.train])
-    train, val = SurvivalCrops(data, split.train, means, scales), SurvivalCrops(data, split.val, means, scales)
+    means, scales, unused = covariate_standardisation([data.covariates[i] for i in split.train])
+    train = SurvivalCrops(data, split.train, means, scales, unused)
+    val = SurvivalCrops(data, split.val, means, scales, unused)
     settings = LoopSettings(steps=steps or DEEP_DEFAULTS["steps"], batch_size=batch_size or DEEP_DEFAULTS["batch_size"],
                             lr=lr or DEEP_DEFAULTS["lr"], seed=seed, weight_decay=DEEP_DEFAULTS["weight_decay"],
                             **{**SCHEDULE, **(schedule or {})})
     config = {**MODEL_CONFIG, **(model_config or {})}
-    beta = covariate_cox_coefficients(train) if config.get("covariate_skip") else None
+    beta = covariate_cox_coefficients(train, unused=unused) if config.get("covariate_skip") else None
 
     def build() -> SurvivalCNN:
         """The network, seeded by `train_loop`; with the skip it starts as the covariate Cox model (skip = its
@@ -258,7 +273,7 @@ def train_deep_model(manifest: str | os.PathLike, out: str | os.PathLike, *, ste
     identity = {"cache_key": data.cache.key, "crop": data.cache.config.to_dict(), "val_ids": split.val_ids,
                 "post_labels": data.post_source, "segmenter": data.segmenter.get("weights_sha256")}
     extra = {"data": {**data.summary(), "train_ids": split.train_ids, "val_ids": split.val_ids},
-             "covariates": {"names": list(COVARIATE_FEATURES), "means": means, "scales": scales},
+             "covariates": {"names": list(COVARIATE_FEATURES), "means": means, "scales": scales, "unused": unused},
              "inputs": "[pre CT, pre tumour mask (2,3,4), post CT, post viable tumour (2)], CT windowed [-175, 600] HU "
                        "-> [-1, 1]", "loss": "Cox partial likelihood, Efron ties, one entry per patient",
              "warm_start": None if beta is None else {n: float(b) for n, b in zip(COVARIATE_FEATURES, beta)}}

@@ -105,6 +105,7 @@ RMST-60.
 
 ## Model
 - Features (standardised with the training mean and SD): {features}
+- Left out (no information in the training cases): {left_out}
 - Plan features ({plan_note}): the administered plan in training, the candidate plan (`predict(..., plan=)`) in
   planning
 - Missing covariates (or a missing `plan=`) at prediction time: replaced by the training means and flagged
@@ -158,6 +159,8 @@ def train_cox(manifest: str | os.PathLike, out: str | os.PathLike, *, penalizer:
     plan_note = "used" if model.uses_plan else "not used: some training cases have no plan"
     text = COX_CARD.format(data=_data_lines(data), features=", ".join(model.features), penalizer=penalizer,
                            plan_note=plan_note,
+                           left_out="; ".join(f"{k} ({v})" for k, v in model.config.get("left_out", {}).items())
+                           or "none",
                            n_times=len(model.baseline.event_times), table=table, command=command,
                            c_index=model.extra["training_c_index"], loglik=model.extra["training_log_likelihood"],
                            cv="–" if cv is None else f"{cv:.3f}",

@@ -147,3 +147,20 @@ def test_counterfactual_plan_ranking_scores_every_plan_against_the_oracle(fitted
     row = r["rows"][0]
     assert -1 <= row["spearman"] <= 1 and row["regret_months"] >= 0 and row["random_regret_months"] > 0
     assert row["top1"] == (row["predicted_best"] == row["oracle_best"]) and (row["top3"] or not row["top1"])
+
+
+def test_features_without_information_are_left_out_and_named(fitted):
+    import dataclasses
+
+    from pipelines.survival.data import SurvivalDataWarning
+
+    data, _ = fitted
+    without = dataclasses.replace(data, covariates=[Covariates.from_dict({**c.to_dict(), "albumin": None})
+                                                    for c in data.covariates])
+    with pytest.warns(SurvivalDataWarning, match="albumin .no training case has a value"):
+        model, _ = fit_cox(without)
+    assert "albumin" not in model.features and "albumin" in model.config["left_out"]
+    d = data.crops(0)
+    pred = model.predict(d["pre"], d["pre_labels"], d["post"], d["post_labels"], data.covariates[0], data.voxel_ml,
+                         plan=data.plans[0])
+    assert "albumin" not in pred.imputed and np.isfinite(pred.log_risk).all()

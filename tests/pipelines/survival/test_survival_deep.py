@@ -33,10 +33,11 @@ def test_crop_channels_are_pre_ct_pre_tumour_post_ct_post_viable():
 
 
 def test_batches_hold_distinct_patients(data):
-    means, scales = covariate_standardisation(data.covariates)
-    crops = SurvivalCrops(data, list(range(len(data))), means, scales)
+    means, scales, unused = covariate_standardisation(data.covariates)
+    crops = SurvivalCrops(data, list(range(len(data))), means, scales, unused)
     assert crops.crops.shape == (6, 4, 16, 16, 16) and crops.covariates.shape == (6, 9)
     assert np.allclose(crops.covariates.numpy().mean(0), 0, atol=1e-5)  # standardised
+    assert all(crops.covariates[:, j].std() > 0.5 for j, n in enumerate(means) if n not in unused)
     g = torch.Generator().manual_seed(0)
     x, cov, t, e = crops.sample_batch(4, g)
     assert x.shape[0] == 4 and len(set(t.tolist())) == 4  # four different patients (distinct times here)
@@ -82,3 +83,17 @@ def test_embedded_deep_weights_load_and_predict():
     b = model.predict(hu, pre, hu, post, sick, 0.008)
     assert a.log_risk.shape == (2,) and np.isfinite(a.log_risk).all() and a.imputed == ()
     assert b.log_risk[0] > a.log_risk[0]  # worse liver function, AFP and vascular invasion: higher risk
+
+
+def test_a_covariate_no_training_case_has_is_left_unused(data):
+    from pipelines.case import Covariates
+    from pipelines.survival.data import SurvivalDataWarning
+    from pipelines.survival.deep import _covariate_matrix
+
+    without = [Covariates.from_dict({**c.to_dict(), "albumin": None}) for c in data.covariates]
+    with pytest.warns(SurvivalDataWarning, match="albumin"):
+        means, scales, unused = covariate_standardisation(without)
+    assert "albumin" in unused
+    x, imputed = _covariate_matrix([data.covariates[0], without[0]], means, scales, unused)
+    column = list(means).index("albumin")
+    assert x[:, column].tolist() == [0.0, 0.0] and imputed == []  # ignored even when given; never "imputed"

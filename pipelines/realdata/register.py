@@ -135,7 +135,8 @@ def _register_case(record: PatientRecord, cohort: Path, segmenter, crop, seg_inf
                                        f"baseline labels elsewhere; not expert masks"})
     clinical_path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     rel = Path(m["ct"]).parent
-    record.manifest.update({"post_ct": str(rel / "post_ct.nii.gz"), "post_labels": str(rel / "post_labels_pseudo.nii.gz")})
+    record.manifest.update({"post_ct": str(rel / "post_ct.nii.gz"),
+                            "post_labels": str(rel / "post_labels_pseudo.nii.gz")})
     record.files.update({"post_ct": record.manifest["post_ct"], "post_labels": record.manifest["post_labels"]})
     record.followup["registration"] = qa
     return qa
@@ -213,12 +214,14 @@ def register_cohort(manifest: str | os.PathLike, *, weights_dir: str | os.PathLi
     (cohort / "registration.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     lines = ["# Registration QA", "", "Research use only, not for clinical use. Post-TACE labels are pseudo-labels "
              f"of the segmenter ({seg_info['dir']}), not expert masks.", "",
-             "| case | status | liver HU correlation before | after | liver Dice before | after | MI before | after | QA |",
+             "| case | status | liver HU correlation before | after | liver Dice before | after | MI before | after "
+             "| QA |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        qa = "pass" if r.get("qa_pass") else ("flagged" if "qa_pass" in r else "—")
         lines.append(f"| {r['case_id']} | {r['status']} | {_fmt(r.get('liver_hu_correlation_before'))} | "
                      f"{_fmt(r.get('liver_hu_correlation_after'))} | {_fmt(r.get('liver_dice_before'))} | "
                      f"{_fmt(r.get('liver_dice_after'))} | {_fmt(r.get('metric_before'))} | "
-                     f"{_fmt(r.get('metric_final'))} | {'pass' if r.get('qa_pass') else ('flagged' if 'qa_pass' in r else '—')} |")
+                     f"{_fmt(r.get('metric_final'))} | {qa} |")
     (cohort / "registration.md").write_text("\n".join(lines) + "\n")
     return summary

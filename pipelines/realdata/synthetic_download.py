@@ -237,7 +237,8 @@ def _write_clinical(path: Path, patients: tuple[FixturePatient, ...]) -> None:
     for n, p in enumerate(patients):
         rows.append({
             "TCIA_ID": p.tcia_id, "Sex": 1 + n % 2, "age": 55 + n, "Hepatitis": ["HCV", "HBV", "No"][n % 3],
-            "Evidence_of_cirh": n % 2, "CPS": "AB"[n % 2], "PS": n % 2, "BCLC": ["Stage-A", "Stage-B", "Stage-C"][n % 3],
+            "Evidence_of_cirh": n % 2, "CPS": "AB"[n % 2], "PS": n % 2,
+            "BCLC": ["Stage-A", "Stage-B", "Stage-C"][n % 3],
             "CLIP_Score": f"Stage_{n % 3}", "Okuda": "Stage I", "TNM": "Stage-II", "AFP": 10.0 * (n + 1),
             "tumor_nodul": n % 2, "Tr_Size": None if n % 2 else 40 + n, "Portal Vein Thrombosis": int(n == 3),
             "Vascular invasion": int(n == 3), "Metastasis": 0, "chemotherapy": p.regimen,

@@ -82,7 +82,9 @@ def write_report(out: Path, records: list[PatientRecord], extra: dict[str, Any] 
     (out / "import_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     lines = ["# Import report", "", "Research use only, not for clinical use.", "",
              f"{len(records)} patient(s): " + ", ".join(f"{v} {k}" for k, v in report["counts"].items()), "",
-             "| patient | case | status | why / warnings |", "|---|---|---|---|"]
+             *[f"{k.replace('_', ' ').capitalize()}: {', '.join(map(str, v))}" for k, v in (extra or {}).items()
+               if isinstance(v, list) and v],
+             "", "| patient | case | status | why / warnings |", "|---|---|---|---|"]
     for r in sorted(records, key=lambda r: r.patient):
         why = f"**{r.reason_code}**: {r.reason}" if r.status == SKIPPED else "; ".join(r.warnings) or "—"
         lines.append(f"| {r.patient} | {r.case_id} | {r.status} | {why.replace('|', '/')} |")

@@ -35,6 +35,7 @@ def test_every_patient_gets_its_status_and_reason(imported):
     assert summary["spreadsheet_rows_without_images"] == ["HCC_099"]
     report_md = (out / "import_report.md").read_text()
     assert "not for clinical use" in report_md and "**tiny-liver**" in report_md
+    assert "Spreadsheet rows without images: HCC_099" in report_md
 
 
 def test_problem_cases_carry_specific_warnings(imported):

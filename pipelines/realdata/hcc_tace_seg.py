@@ -164,7 +164,7 @@ def _labels(ct: Volume, seg: SegMasks, record: PatientRecord, min_liver_ml: floa
     labels = np.zeros(ct.shape, dtype=np.uint8)
     labels[liver] = LABELS["liver"]
     labels[tumour] = LABELS["tumour"]
-    labels[necrosis & tumour] = LABELS["necrosis"]
+    labels[necrosis] = LABELS["necrosis"]  # part of the tumour in MeWM's labels (2, 3, 4 are all tumour)
     record.baseline.update({"liver_ml": round(float(liver_ml), 1), "tumour_ml": round(float(tumour_ml), 1)})
     return Volume(labels, ct.affine, "label", "labels")
 
@@ -202,6 +202,9 @@ def _followup(patient: PatientIndex, baseline: StudyIndex, ct: Volume, phase: st
                           **call.to_dict()})
             if found is None and call.phase == phase:
                 found = moving
+                if phase == "unknown":
+                    record.warnings.append(f"the follow-up's phase cannot be told (no aorta/portal-vein masks); used "
+                                           f"series {series.number} ({acq.key})")
     record.followup.update({"interval_days": days, "acquisitions": calls})
     if found is None:
         record.warnings.append(f"no follow-up acquisition of the baseline's phase ({phase}) was found "

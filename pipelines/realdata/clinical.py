@@ -112,12 +112,14 @@ def regimen_plan(regimen: str | None) -> tuple[Any | None, list[str], list[str]]
         return None, [], ["no regimen in the 'chemotherapy' column: the administered plan is unknown"]
     text = str(regimen).strip()
     pieces = [p.strip() for p in re.split(r",|;|\+|/|\band\b", text) if p.strip()]
-    notes = []
-    if not any(re.search(r"bead|sphere", p, re.I) for p in pieces):
-        pieces.append("Lipiodol")
-        notes.append(f"regimen {text!r} names no embolic: Lipiodol added (conventional TACE)")
     try:
-        return Plan.parse("; ".join(pieces)), notes, []
+        return Plan.parse("; ".join(pieces)), [], []
+    except PlanValidationError as e:
+        if not str(e.rule or "").startswith("R5"):  # anything but "no embolic agent" is a real problem
+            return None, [], [f"regimen {text!r} is not a valid plan ({e}); the administered plan is unknown"]
+    notes = [f"regimen {text!r} names no embolic: Lipiodol added (conventional TACE)"]
+    try:
+        return Plan.parse("; ".join([*pieces, "Lipiodol"])), notes, []
     except PlanValidationError as e:
         return None, notes, [f"regimen {text!r} is not a valid plan ({e}); the administered plan is unknown"]
 

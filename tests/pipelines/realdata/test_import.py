@@ -121,7 +121,8 @@ def test_bad_inputs_are_one_typed_error(download, rd_config, tmp_path):
     ("Cisplatin, doxorubicin, Mitomycin-C", "Cisplatin; Doxorubicin; Mitomycin; Lipiodol", True),
     ("Cisplastin, doxorubicin, Mitomycin-C", "Cisplatin; Doxorubicin; Mitomycin; Lipiodol", True),
     ("doxorubicin LC beads", "Doxorubicin; Drug-eluting Beads", False),
-    ("Cisplatin + Lipiodol", "Cisplatin; Lipiodol", True),
+    ("Cisplatin + Lipiodol", "Cisplatin; Lipiodol", False),
+    ("Mitomycin-C", "Mitomycin; Lipiodol", True),
 ])
 def test_regimen_to_plan(text, plan, inferred):
     got, notes, problems = regimen_plan(text)

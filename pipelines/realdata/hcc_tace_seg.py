@@ -155,7 +155,9 @@ def _labels(ct: Volume, seg: SegMasks, record: PatientRecord, min_liver_ml: floa
     liver_ml, tumour_ml = liver.sum() * ml, tumour.sum() * ml
     if tumour_ml > liver_ml:
         raise PatientImportError(f"The SEG's tumour ({tumour_ml:.0f} ml) is larger than its liver ({liver_ml:.0f} ml): "
-                                 f"segments swapped or mislabelled.", "tumour-larger-than-liver")
+                                 f"segments swapped or mislabelled (or, if this collection's Liver segment excludes "
+                                 f"the tumour, a tumour larger than the remaining liver). Check the SEG.",
+                                 "tumour-larger-than-liver")
     if liver_ml < min_liver_ml:
         raise PatientImportError(f"The SEG's liver is {liver_ml:.0f} ml, below the plausible minimum of "
                                  f"{min_liver_ml:.0f} ml: a partial or mislabelled segmentation.", "tiny-liver")

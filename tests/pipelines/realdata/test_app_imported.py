@@ -16,7 +16,7 @@ def test_case_viewer_opens_an_imported_case(registered, monkeypatch):
     monkeypatch.setenv("MEWM_APP__SAMPLE_DATA_DIR", str(cohort))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     at = AppTest.from_file(ENTRY, default_timeout=TIMEOUT).run()
-    at.switch_page("pages/case_viewer.py").run()
+    at.switch_page("views/case_viewer.py").run()
     picker = at.selectbox(key="viewer.sample")
     assert [o.split(" · ")[0] for o in picker.options] == ["HCC_001", "HCC_002", "HCC_003", "HCC_009", "HCC_010"]
     assert all("with post-TACE CT" in o for o in picker.options)

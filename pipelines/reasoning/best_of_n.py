@@ -1,4 +1,4 @@
-"""Best-of-N answer selection: PRM step scores → response scores → the chosen answer, with the reward-hacking guards.
+"""Best-of-N answer selection: PRM step scores → response scores → the chosen answer, with reward-hacking guards.
 
 1. **Eligibility (guard a, reference §8)**: a candidate competes only if it has a parsed final answer and at least
    `MIN_SUBSTANTIVE_STEPS` substantive steps after Step 0 (≥ `MIN_STEP_WORDS` words with letters, not a repeat of an
@@ -25,7 +25,8 @@ from pipelines.reasoning.answers import FINAL_ANSWER_RE
 from pipelines.reasoning.candidates import Candidate
 from pipelines.reasoning.template import ROOT_STEP
 
-__all__ = ["AGGREGATIONS", "SELECTIONS", "aggregate", "substantive_steps", "check_eligible", "Choice", "choose", "majority_vote",
+__all__ = ["AGGREGATIONS", "SELECTIONS", "aggregate", "substantive_steps", "check_eligible", "Choice", "choose",
+           "majority_vote",
            "MIN_SUBSTANTIVE_STEPS", "MIN_STEP_WORDS", "LOW_CONFIDENCE_MARGIN"]
 
 AGGREGATIONS = ("min", "last", "mean", "prod")

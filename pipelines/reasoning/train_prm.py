@@ -1,7 +1,8 @@
 """`mewm reasoning train-prm`: train the step-value head on self-evolution trees plus adversarial negatives.
 
 Labels (reference §4, v4 "soft dual-sided", λ = 1, clipped to [0, 1] as the reference notes recommend): for a path
-with back-propagated Q-values v_1..v_n (Step 0 never labelled), ``y_1 = v_1`` and ``y_i = clip((1+λ)·v_i − λ·v_{i−1})``;
+with back-propagated Q-values v_1..v_n (Step 0 never labelled), ``y_1 = v_1`` and
+``y_i = clip((1+λ)·v_i − λ·v_{i−1})``;
 a step that lowers the value is pushed down even on a correct path. Loss: 2-class cross-entropy with soft targets on
 both logits (the reference trained logit[1] alone with BCE but read softmax at inference, §9.4).
 

@@ -20,8 +20,9 @@ DEB = "Doxorubicin; Drug-eluting Beads"
 
 @pytest.fixture(scope="module")
 def trained(registered, tmp_path_factory):
-    """``(cohort, weights)``: the registered cohort and a world model trained on it for one step per network
-    (tiny configs of the world-model tests, 5 mm 16³ crops: a smoke run, not a model)."""
+    """``(cohort, weights)``: the registered cohort, a world model trained on it for one step per network (tiny
+    configs of the world-model tests, 5 mm 16³ crops: a smoke run, not a model) and a Cox survival model in
+    ``cohort.parent / "survival"``."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "worldmodel"))
     from simulate_helpers import AUTOENCODER, DYNAMICS, SEGMENTER
 
@@ -36,18 +37,24 @@ def trained(registered, tmp_path_factory):
     train_segmentation(cohort, weights / "segmentation", model_config=SEGMENTER, crop=crop, **common)
     train_dynamics(cohort / "manifest_with_plan.csv", weights / "autoencoder", weights / "dynamics",
                    model_config={"latent_channels": AUTOENCODER["latent_channels"], **DYNAMICS}, **common)
+    # survival on OS with the registered follow-ups' labels (the covariates the spreadsheet lacks are left out)
+    assert main(["train", "survival", "--kind", "cox", "--manifest", str(cohort), "--out",
+                 str(cohort.parent / "survival"), "--post-labels", "true", "--quiet"]) == 0
     return cohort, weights
 
 
 def test_plan_and_score_an_imported_cohort(trained, tmp_path, capsys):
     cohort, weights = trained
     fast = ["--samples", "1", "--steps", "1", "--weights", str(weights)]
+    survival = str(cohort.parent / "survival")
+    card = (cohort.parent / "survival" / "MODEL_CARD.md").read_text()
+    assert "albumin" in card  # named as left out: no imported case has it
     assert main(["plan", "--case", f"{cohort}#HCC_001", "--candidate", CTACE, "--candidate", DEB,
-                 "--out", str(tmp_path / "plan"), "--quiet", *fast]) == 0
+                 "--out", str(tmp_path / "plan"), "--survival-dir", survival, "--quiet", *fast]) == 0
     ranked = json.loads((tmp_path / "plan" / "planning.json").read_text())
     assert {p["plan"] for p in ranked["ranked"]} == {CTACE, DEB}
     assert main(["score", "--manifest", str(cohort), "--out", str(tmp_path / "scores"), "--plan", CTACE,
-                 "--plan", DEB, "--quiet", *fast]) == 0
+                 "--plan", DEB, "--survival", survival, "--quiet", *fast]) == 0
     with (tmp_path / "scores" / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert {r["case_id"] for r in rows} == {"HCC_001", "HCC_002", "HCC_003", "HCC_009", "HCC_010"}

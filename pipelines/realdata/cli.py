@@ -43,7 +43,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from pipelines.realdata.evaluate import evaluate_realdata
 
     report = evaluate_realdata(args.cohort, weights_dir=args.weights, out=args.out, folds=args.folds,
-                               samples=args.samples, steps=args.steps, seed=args.seed, progress=not args.quiet)
+                               samples=args.samples, steps=args.steps, seed=args.seed, config=args.config,
+                               progress=not args.quiet)
     print(json.dumps({k: report[k] for k in ("n", "survival", "response", "plan_choice")}, indent=2))
     print(f"Wrote {report['out']}")
     return 0

@@ -96,14 +96,15 @@ def _c_index(features: list[dict[str, float]], time: np.ndarray, event: np.ndarr
 
 def evaluate_realdata(cohort: str | os.PathLike, *, weights_dir: str | os.PathLike | None = None,
                       out: str | os.PathLike | None = None, folds: int = 5, samples: int = 1, steps: int = 25,
-                      seed: int = 0, progress: bool | ProgressFn | None = True) -> dict[str, Any]:
+                      seed: int = 0, config: Any = None,
+                      progress: bool | ProgressFn | None = True) -> dict[str, Any]:
     """Evaluate on an imported (and registered) cohort; writes and returns the JSON report (module docstring).
 
     Raises:
         ManifestError: no manifest, or fewer than 3 cases with a tumour, an outcome and a death.
         CheckpointNotFoundError: no world model in ``weights_dir``.
     """
-    from pipelines.config import load_config
+    from pipelines.config import resolve_config
     from pipelines.manifest import load_manifest_case, read_manifest
     from pipelines.preprocess import preprocess_case
     from pipelines.survival.features import outcome_features
@@ -113,12 +114,13 @@ def evaluate_realdata(cohort: str | os.PathLike, *, weights_dir: str | os.PathLi
     cohort = Path(cohort).expanduser()
     cohort = cohort.parent if cohort.suffix == ".csv" else cohort
     records = [r for r in read_manifest(cohort) if r.time_months is not None and r.event is not None]
-    world = load_world_model(weights_dir or load_config().worldmodel.weights_dir)
+    config = resolve_config(config)
+    world = load_world_model(weights_dir or config.worldmodel.weights_dir)
     crop = world.crop
     report_progress = resolve_progress(progress, "eval realdata", "case")
     rows: list[dict[str, Any]] = []
     for n, record in enumerate(records):
-        case = load_manifest_case(record)
+        case = load_manifest_case(record, config=config)
         info = json.loads(Path(record.clinical).read_text()) if record.clinical else {}
         if case.plan is None:
             rows.append({"case_id": case.case_id, "excluded": "no administered plan to simulate"})

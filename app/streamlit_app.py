@@ -11,17 +11,19 @@ from app.frame import sidebar_frame
 from app.state import init_state
 
 HERE = Path(__file__).resolve().parent
+# Page scripts live in views/, not pages/: Streamlit would run a pages/ script on its own when its URL is opened
+# directly, bypassing this entrypoint (no shared frame, no research-only notice, no session defaults).
 
 PAGES = [
-    st.Page(HERE / "pages" / "home.py", title="Home", icon=":material/home:", default=True),
-    st.Page(HERE / "pages" / "case_viewer.py", title="Case Viewer", icon=":material/radiology:"),
-    st.Page(HERE / "pages" / "simulate.py", title="Simulate", icon=":material/science:"),
-    st.Page(HERE / "pages" / "treatment_planning.py", title="Treatment Planning", icon=":material/route:"),
-    st.Page(HERE / "pages" / "batch_scoring.py", title="Batch Scoring", icon=":material/batch_prediction:"),
-    st.Page(HERE / "pages" / "turing_read.py", title="Turing Test", icon=":material/visibility:"),
-    st.Page(HERE / "pages" / "turing_admin.py", title="Turing Admin", icon=":material/admin_panel_settings:"),
-    st.Page(HERE / "pages" / "turing_results.py", title="Turing Results", icon=":material/query_stats:"),
-    st.Page(HERE / "pages" / "reasoning_chat.py", title="Reasoning Chat", icon=":material/psychology:"),
+    st.Page(HERE / "views" / "home.py", title="Home", icon=":material/home:", default=True),
+    st.Page(HERE / "views" / "case_viewer.py", title="Case Viewer", icon=":material/radiology:"),
+    st.Page(HERE / "views" / "simulate.py", title="Simulate", icon=":material/science:"),
+    st.Page(HERE / "views" / "treatment_planning.py", title="Treatment Planning", icon=":material/route:"),
+    st.Page(HERE / "views" / "batch_scoring.py", title="Batch Scoring", icon=":material/batch_prediction:"),
+    st.Page(HERE / "views" / "turing_read.py", title="Turing Test", icon=":material/visibility:"),
+    st.Page(HERE / "views" / "turing_admin.py", title="Turing Admin", icon=":material/admin_panel_settings:"),
+    st.Page(HERE / "views" / "turing_results.py", title="Turing Results", icon=":material/query_stats:"),
+    st.Page(HERE / "views" / "reasoning_chat.py", title="Reasoning Chat", icon=":material/psychology:"),
 ]
 
 

@@ -18,7 +18,7 @@ def require_case_with_tumour(purpose: str):
     case = st.session_state["mewm.case"]
     if case is None:
         st.info(NO_CASE)
-        st.page_link("pages/case_viewer.py", label="Open the Case Viewer", icon=":material/radiology:")
+        st.page_link("views/case_viewer.py", label="Open the Case Viewer", icon=":material/radiology:")
         st.stop()
     if not case.has_tumour_mask:
         st.info(f"The open case has no tumour mask, so there is nothing to {purpose}. Open a case with one.")

@@ -33,7 +33,7 @@ def batch_env(app_env, tiny_weights, tmp_path, monkeypatch):
 
 def _page() -> AppTest:
     at = AppTest.from_file(ENTRY, default_timeout=TIMEOUT).run()
-    at.switch_page("pages/batch_scoring.py").run()
+    at.switch_page("views/batch_scoring.py").run()
     assert not at.exception, at.exception
     return at
 

@@ -118,6 +118,13 @@ def test_open_sample_case_renders_viewer_image(server, tmp_path):
             assert page.get_by_text("Traceback").count() == 0
             page.get_by_text(f"Open case: Sample: {title}").wait_for()  # the sidebar frame, drawn after the page
             assert page.get_by_text(f"Open case: Sample: {title}").count() == 1
+            # a page's own URL opened directly still goes through the entrypoint: frame, notice, no traceback
+            page.goto(f"{server}/treatment_planning")
+            page.get_by_role("heading", name="Treatment Planning").wait_for()
+            page.get_by_text("Research use only — not for clinical use. MeWM Workbench").wait_for()
+            assert page.get_by_text("Traceback").count() == 0 and page.get_by_text("KeyError").count() == 0
+            page.goto(server)
+            _open_sample_case(page, server, title)
             shot = Path(os.environ.get("MEWM_TEST_SCREENSHOT", tmp_path / "viewer.png"))
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000

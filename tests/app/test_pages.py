@@ -14,7 +14,7 @@ TIMEOUT = 60  # generous: the 2-core machine is shared; this is a hang guard, no
 
 def _viewer(app_env) -> AppTest:
     at = AppTest.from_file(ENTRY, default_timeout=TIMEOUT).run()
-    at.switch_page("pages/case_viewer.py").run()
+    at.switch_page("views/case_viewer.py").run()
     assert not at.exception
     return at
 

@@ -22,9 +22,9 @@ def tiny_weights(tmp_path_factory) -> Path:
 def _page(case_id: str | None) -> AppTest:
     at = AppTest.from_file(ENTRY, default_timeout=TIMEOUT).run()
     if case_id is not None:
-        at.switch_page("pages/case_viewer.py").run()
+        at.switch_page("views/case_viewer.py").run()
         at.selectbox(key="viewer.sample").select(case_id).run()
-    at.switch_page("pages/treatment_planning.py").run()
+    at.switch_page("views/treatment_planning.py").run()
     assert not at.exception, at.exception
     return at
 

@@ -32,7 +32,7 @@ def openai_env(app_env, prm_dir, monkeypatch):
 
 def _page() -> AppTest:
     at = AppTest.from_file(ENTRY, default_timeout=TIMEOUT).run()
-    at.switch_page("pages/reasoning_chat.py").run()
+    at.switch_page("views/reasoning_chat.py").run()
     assert not at.exception, at.exception
     return at
 

@@ -34,7 +34,7 @@ def turing_env(app_env, tiny, tmp_path, monkeypatch):
 
 def _page(name: str) -> AppTest:
     at = AppTest.from_file(ENTRY, default_timeout=TIMEOUT).run()
-    at.switch_page(f"pages/{name}.py").run()
+    at.switch_page(f"views/{name}.py").run()
     assert not at.exception, at.exception
     return at
 

@@ -68,8 +68,8 @@ def write_prm_card(directory: str | os.PathLike) -> Path:
                   f"Data: {json.dumps(tr['data'])}.", "",
                   f"{tr['steps']} steps, batch {tr['batch_size']}, lr {tr['lr']}, seed {tr['seed']}; "
                   f"{tr['n_params']} head parameters; final train loss {tr['final_train_loss']:.4f}, validation "
-                  f"loss (10 % of tree questions held out) {tr['final_val_loss']:.4f}; {tr['seconds']} s on a "
-                  "shared 2-core CPU.", ""]
+                  f"loss {tr['final_val_loss']:.4f} ({tr.get('validation', '10 % of tree questions held out')}); "
+                  f"{tr['seconds']} s on a shared 2-core CPU.", ""]
     if ev:
         lines += _evaluation_section(ev)
         lines += ["Command:", "", "```", ev.get("command", ""), "```", ""]

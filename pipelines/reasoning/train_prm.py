@@ -14,8 +14,8 @@ mid-step (the cut step 0, earlier steps keep their labels), and a step repeated 
 A correct tree path with fewer than two substantive steps (a right letter with no reasoning, which the small policy
 often produces) is relabelled 0 like the bare-answer negatives: the verifier rewarded luck, not reasoning.
 
-Only questions of the **train** split may be used (the trees are checked); 10 % of the tree questions (by hash) are
-held out for the validation loss. Only the head is trained and saved (the encoder stays the package's file).
+Only questions of the **train** split may be used (the trees are checked); 10 % of the tree questions (at least one;
+smallest hashes) are held out for the validation loss. Only the head is trained and saved (the encoder stays the package's file).
 """
 
 from __future__ import annotations
@@ -135,8 +135,13 @@ def examples_from_trees(paths: list[str | os.PathLike], seed: int = 0) -> tuple[
     return examples, summary
 
 
-def _held_out(qid: str) -> bool:
-    return int(hashlib.sha256(qid.encode()).hexdigest()[:8], 16) < 0.1 * 16**8
+def held_out_questions(qids: list[str], fraction: float = 0.1) -> set[str]:
+    """The validation questions: the ``fraction`` (at least one, when there are two or more) of distinct question ids
+    with the smallest SHA-256, so the split does not depend on order or seed."""
+    unique = sorted(set(qids), key=lambda q: hashlib.sha256(q.encode()).hexdigest())
+    if len(unique) < 2:
+        return set()
+    return set(unique[: max(1, round(fraction * len(unique)))])
 
 
 def train_prm(trees: list[str | os.PathLike], out: str | os.PathLike, *, steps: int = 600, batch_size: int = 32,
@@ -181,8 +186,12 @@ def train_prm(trees: list[str | os.PathLike], out: str | os.PathLike, *, steps: 
         ce = -(y * logp[..., 1] + (1 - y) * logp[..., 0])
         return (ce * w).sum() / w.sum().clamp(min=1)
 
-    train_idx = [i for i, e in enumerate(examples) if not _held_out(e.qid)]
-    val_idx = [i for i, e in enumerate(examples) if _held_out(e.qid)] or train_idx[:32]
+    held = held_out_questions([e.qid for e in examples])
+    train_idx = [i for i, e in enumerate(examples) if e.qid not in held]
+    val_idx = [i for i, e in enumerate(examples) if e.qid in held]
+    val_note = f"{len(held)} of {summary['questions']} tree questions held out"
+    if not val_idx:  # a single question: nothing to hold out, say so
+        val_idx, val_note = train_idx[:32], "no question held out (one question): validation on training paths"
 
     def batch_loss(model, gen):
         pick = torch.randint(len(train_idx), (batch_size,), generator=gen).tolist()
@@ -204,7 +213,8 @@ def train_prm(trees: list[str | os.PathLike], out: str | os.PathLike, *, steps: 
             "batch_size": batch_size, "lr": lr, "seed": seed, "final_train_loss": report.final_train_loss,
             "final_val_loss": report.final_val_loss, "seconds": round(report.seconds, 1),
             "n_params": sum(p.numel() for p in StepValueHead(**cfg).parameters()),
-            "n_train_paths": len(train_idx), "n_val_paths": len(val_idx)}
+            "n_train_paths": len(train_idx), "n_val_paths": len(val_idx), "validation": val_note,
+            "val_questions": sorted(held)}
     Path(out, "training.json").write_text(json.dumps(info, indent=2) + "\n")
     write_prm_card(out)
     return report

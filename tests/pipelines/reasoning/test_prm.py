@@ -11,7 +11,8 @@ from models.prm import StepValueHead
 from pipelines.reasoning.prm import (MiniLMStepScorer, TokenClassificationScorer, _Encoder, display_steps, load_prm,
                                      step_features)
 from pipelines.reasoning.template import ROOT_STEP
-from pipelines.reasoning.train_prm import adversarial_examples, dual_sided_targets, examples_from_trees
+from pipelines.reasoning.train_prm import (adversarial_examples, dual_sided_targets, examples_from_trees,
+                                           held_out_questions)
 
 Q = "Which vitamin deficiency causes scurvy?\nA. Vitamin A\nB. Vitamin C\nC. Vitamin D"
 OPTS = {"A": "Vitamin A", "B": "Vitamin C", "C": "Vitamin D"}
@@ -108,3 +109,10 @@ def test_trees_of_dev_questions_are_refused(tmp_path):
     bad.write_text(json.dumps(_tree("toy", dev)) + "\n")
     with pytest.raises(ReasoningInputError, match="dev split"):
         examples_from_trees([bad])
+
+
+def test_validation_questions_are_held_out_whenever_there_are_two():
+    assert held_out_questions(["a"]) == set()
+    held = held_out_questions([f"q{i}" for i in range(12)] * 3)
+    assert len(held) == 1 and held == held_out_questions([f"q{i}" for i in reversed(range(12))])
+    assert len(held_out_questions([f"q{i}" for i in range(40)])) == 4

@@ -61,7 +61,8 @@ def write_prm_card(directory: str | os.PathLike) -> Path:
              "(`TokenClassificationScorer`, e.g. MedS3's 8B PRM on a GPU). The two were not compared here.",
              "- Labels: soft dual-sided targets (λ = 1, clipped to [0, 1]) from MCTS Q-values, plus adversarial "
              "negatives labelled 0 (opener-only, \"Thought process:\", bare answer, restated question, empty / "
-             "punctuation steps, truncated and repeated steps).", ""]
+             "punctuation steps, truncated and repeated steps); good steps (target > 0.5) up-weighted so good and bad "
+             "steps weigh the same in total.", ""]
     if tr:
         lines += ["## Training", "", "```",
                   f"mewm reasoning train-prm --trees {' '.join(tr['trees'])} --out {os.path.relpath(d)}", "```", "",

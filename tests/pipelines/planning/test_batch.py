@@ -189,3 +189,4 @@ def test_bench_batch_report(cohort, weights, tmp_path):
     assert saved["cases_per_hour"]["process_1"] > 0 and saved["same_rankings_across_runs"] is True
     assert saved["steady_state_cases_per_hour"]["process_1"] > saved["cases_per_hour"]["process_1"]
     assert report["settings"]["samples"] == 2 and saved["machine"]["cpu_count"] >= 1
+    assert saved["max_best_risk_difference_across_runs"] == 0.0

@@ -136,10 +136,17 @@ def _wait_item(page, position: int, total: int) -> None:
 
 
 def _answer(page, position: int, call: str, confidence: int) -> None:
-    radios = page.locator("[data-testid='stRadio']")
-    radios.nth(0).get_by_text(call, exact=True).click()
-    radios.nth(1).get_by_text(CONFIDENCE[confidence], exact=True).click()
-    page.get_by_role("button", name="Submit and next").click()
+    # Scope to this position's widgets (their keys carry the position): while Streamlit finishes a rerun, the
+    # previous item's form can still be in the DOM, and a click on it would be lost on a busy machine.
+    call_radio = page.locator(f".st-key-turing-call-{position}")
+    confidence_radio = page.locator(f".st-key-turing-confidence-{position}")
+    call_radio.get_by_text(call, exact=True).click()
+    confidence_radio.get_by_text(CONFIDENCE[confidence], exact=True).click()
+    call_radio.get_by_role("radio", name=call, exact=True).wait_for()
+    page.wait_for_function(
+        f"() => document.querySelector('.st-key-turing-call-{position} input:checked') !== null && "
+        f"document.querySelector('.st-key-turing-confidence-{position} input:checked') !== null")
+    page.get_by_role("button", name="Submit and next").last.click()
     page.get_by_text(f"Image {position} of").wait_for(state="detached")
 
 

@@ -87,8 +87,9 @@ def show_report(report) -> None:
 
 
 st.title("Batch Scoring")
-st.warning("Research use only — not for clinical use. Plans are ranked by models trained on a synthetic cohort; "
-           "they must not guide the treatment of any patient.", icon=":material/science:")
+st.warning("Research use only — not for clinical use. Plans are ranked by research models (the embedded defaults "
+           "were trained on a synthetic cohort); they must not guide the treatment of any patient.",
+           icon=":material/science:")
 init_state()
 config = resources.planning_config()
 manifest, records = None, []

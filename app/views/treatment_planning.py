@@ -9,8 +9,9 @@ from app.components.planning_view import planning_view, proposal_view, search_co
 from app.errors import shown_errors
 
 st.title("Treatment Planning")
-st.warning("Research use only — not for clinical use. Plans are ranked by models trained on a synthetic cohort; "
-           "they must not guide the treatment of any patient.", icon=":material/science:")
+st.warning("Research use only — not for clinical use. Plans are ranked by research models (the embedded defaults "
+           "were trained on a synthetic cohort); they must not guide the treatment of any patient.",
+           icon=":material/science:")
 case = require_case_with_tumour("plan for")
 
 config = resources.planning_config()

@@ -27,8 +27,9 @@ from pipelines.volume import Volume
 
 __all__ = ["write_planning", "planning_table_text", "planning_report_html", "DISCLAIMER"]
 
-DISCLAIMER = ("Research use only — not for clinical use. Plans are ranked by models trained on a synthetic cohort; "
-              "they have not been validated on patients and must not guide the treatment of any patient.")
+DISCLAIMER = ("Research use only — not for clinical use. Plans are ranked by research models (the embedded defaults "
+              "were trained on a synthetic cohort; see each model's card for its data); they have not been validated "
+              "on patients and must not guide the treatment of any patient.")
 
 
 def write_planning(result, out: str | os.PathLike, write_top: int = 5, info: dict[str, Any] | None = None) -> Path:

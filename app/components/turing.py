@@ -16,7 +16,8 @@ from typing import Any
 
 import streamlit as st
 
-__all__ = ["RESEARCH_ONLY", "TURING_DEFAULTS", "init_turing_state", "study_store", "admin_gate", "study_picker"]
+__all__ = ["RESEARCH_ONLY", "TURING_DEFAULTS", "init_turing_state", "study_store", "admin_gate", "study_picker",
+           "turing_page"]
 
 RESEARCH_ONLY = ("Research use only — not for clinical use. This reader study measures how realistic simulated "
                  "images look; it says nothing about any patient.")
@@ -80,3 +81,21 @@ def study_picker(store, key: str):
     labels = {s.id: f"#{s.id} {s.name} ({s.status}; {s.real} real + {s.synthetic} synthetic)" for s in studies}
     chosen = st.selectbox("Study", list(labels), format_func=labels.get, key=key)
     return next(s for s in studies if s.id == chosen)
+
+
+def turing_page(title: str, admin: bool):
+    """The top of every Turing-test page: state, title, research-only notice, the admin gate (``admin``), and the
+    study store; stops the page (with the reason shown) when the gate is closed or the database cannot be opened."""
+    from app.errors import shown_errors
+
+    init_turing_state()
+    st.title(title)
+    st.caption(RESEARCH_ONLY)
+    if admin and not admin_gate():
+        st.stop()
+    store = None
+    with shown_errors("opening the study database"):
+        store = study_store()
+    if store is None:
+        st.stop()
+    return store

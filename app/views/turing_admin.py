@@ -5,23 +5,14 @@ import pandas as pd
 import streamlit as st
 
 from app import resources
-from app.components.turing import RESEARCH_ONLY, admin_gate, init_turing_state, study_picker, study_store
+from app.components.turing import study_picker, turing_page
 from app.errors import shown_errors
 
 SOURCES = ("Sample cohort (simulated now by the world model)", "Another cohort manifest",
            "Two folders of NIfTI crops")
 ACTOR = "admin (app)"
 
-init_turing_state()
-st.title("Turing test administration")
-st.caption(RESEARCH_ONLY)
-if not admin_gate():
-    st.stop()
-store = None
-with shown_errors("opening the study database"):
-    store = study_store()
-if store is None:
-    st.stop()
+store = turing_page("Turing test administration", admin=True)
 
 new_tab, manage_tab, audit_tab = st.tabs(["New study", "Studies and readers", "Audit log"])
 

@@ -9,21 +9,14 @@ import time
 
 import streamlit as st
 
-from app.components.turing import RESEARCH_ONLY, init_turing_state, study_store
+from app.components.turing import turing_page
 from app.errors import shown_errors
 from models.errors import AccessDeniedError, AnswerConflictError, StudyClosedError
 
 CALLS = {"Real": "real", "Synthetic": "synthetic"}
 CONFIDENCE = {1: "1 · guessing", 2: "2", 3: "3", 4: "4", 5: "5 · certain"}
 
-init_turing_state()
-st.title("Turing test: real or simulated?")
-st.caption(RESEARCH_ONLY)
-store = None
-with shown_errors("opening the study database"):
-    store = study_store()
-if store is None:
-    st.stop()
+store = turing_page("Turing test: real or simulated?", admin=False)
 
 reader = st.session_state["turing.reader"]
 if reader is None:

@@ -4,7 +4,7 @@ per reader and per confidence level, with CSV downloads. Behind the admin passco
 import pandas as pd
 import streamlit as st
 
-from app.components.turing import RESEARCH_ONLY, admin_gate, init_turing_state, study_picker, study_store
+from app.components.turing import study_picker, turing_page
 from app.errors import shown_errors
 
 FIGURES = (("sensitivity", "Sensitivity (synthetic called synthetic)"),
@@ -23,16 +23,7 @@ def _table(groups: dict, label: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-init_turing_state()
-st.title("Turing test results")
-st.caption(RESEARCH_ONLY)
-if not admin_gate():
-    st.stop()
-store = None
-with shown_errors("opening the study database"):
-    store = study_store()
-if store is None:
-    st.stop()
+store = turing_page("Turing test results", admin=True)
 study = study_picker(store, "turing.results.study")
 if study is None:
     st.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-__all__ = ["register"]
+__all__ = ["register", "search_flags"]
 
 
 def _settings(args: argparse.Namespace):
@@ -88,7 +88,8 @@ def _cmd_bench_planning(args: argparse.Namespace) -> int:
     return 0
 
 
-def _search_flags(p: argparse.ArgumentParser) -> None:
+def search_flags(p: argparse.ArgumentParser, policy: bool = True) -> None:
+    """The search settings every planning command takes (defaults: the ``[planning]`` config); also `mewm score`."""
     p.add_argument("--mode", choices=("beam", "exhaustive"), help="search mode (default: [planning] mode = beam)")
     p.add_argument("--samples", type=int, help="simulated outcomes per plan (default: [planning] samples = 3)")
     p.add_argument("--steps", type=int, help="DDIM steps (default: [planning] steps = 25)")
@@ -96,9 +97,10 @@ def _search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beams", type=int, help="beams of the beam search (default 5)")
     p.add_argument("--seed", type=int, help="noise seed: same seed, same ranking (default 0)")
     p.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
-    p.add_argument("--survival-dir", dest="survival_dir",
+    p.add_argument("--survival-dir", "--survival", dest="survival_dir",
                    help="survival model folder (default: [planning] survival_dir, the embedded Cox model)")
-    p.add_argument("--policy", choices=("guideline", "openai", "hf"), help="policy backend (default: [policy])")
+    if policy:
+        p.add_argument("--policy", choices=("guideline", "openai", "hf"), help="policy backend (default: [policy])")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -111,7 +113,7 @@ def register(sub, groups) -> None:
                     help="score these plans exhaustively instead of asking the policy (repeatable)")
     pl.add_argument("--top", type=int, default=10, help="plans to print (default 10)")
     pl.add_argument("--write-top", type=int, default=5, help="plans whose simulated crops are written (default 5)")
-    _search_flags(pl)
+    search_flags(pl)
     pl.set_defaults(func=_cmd_plan)
 
     ev = groups["eval"].add_parser("planning", help="plan choice vs the oracle of a held-out virtual cohort")
@@ -122,11 +124,11 @@ def register(sub, groups) -> None:
     ev.add_argument("--out", help="JSON report (default: <survival_dir>/planning_evaluation.json)")
     ev.add_argument("--outcome-only", action="store_true",
                     help="ablation: the survival model sees the simulated outcome but not the plan")
-    _search_flags(ev)
+    search_flags(ev)
     ev.set_defaults(func=_cmd_eval_planning)
 
     bp = groups["bench"].add_parser("planning", help="seconds per case and denoiser passes vs the reference search")
     bp.add_argument("--cases", type=int, default=3, help="sample cases to plan (default 3)")
     bp.add_argument("--out", help="JSON report (default: <survival_dir>/planning_benchmark.json)")
-    _search_flags(bp)
+    search_flags(bp)
     bp.set_defaults(func=_cmd_bench_planning)

@@ -14,7 +14,7 @@ def _settings(args: argparse.Namespace) -> dict:
     """The batch settings the flags give; flags left out fall back to the ``[planning]`` defaults."""
     values = {"mode": args.mode, "samples": args.samples, "steps": args.steps, "guidance": args.guidance,
               "seed": args.seed, "beams": args.beams, "candidates": args.plan or None, "weights_dir": args.weights,
-              "survival_dir": args.survival}
+              "survival_dir": args.survival_dir}
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -43,18 +43,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _search_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", choices=("beam", "exhaustive"), help="plan search (default: [planning] mode)")
-    p.add_argument("--samples", type=int, help="T simulated samples per plan (default: [planning] samples)")
-    p.add_argument("--steps", type=int, help="DDIM steps (default: [planning] steps)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance (default: [planning] guidance)")
-    p.add_argument("--beams", type=int, help="beams of the beam search (default: [planning] beams)")
-    p.add_argument("--seed", type=int, help="noise seed, the same for every case (default: [planning] seed)")
+    from pipelines.planning.cli import search_flags
+
+    search_flags(p, policy=False)
     p.add_argument("--plan", action="append",
                    help='a fixed candidate plan, e.g. "Epirubicin; Lipiodol" (repeat; replaces the policy: every '
                         "case is searched exhaustively over these plans)")
-    p.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
-    p.add_argument("--survival", help="survival model folder (default: [planning] survival_dir)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def register(sub, groups) -> None:

@@ -58,12 +58,9 @@ def write_planning(result, out: str | os.PathLike, write_top: int = 5, info: dic
         data.update(info or {})
         (tmp / "planning.json").write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
         result.table().to_csv(tmp / "plans.csv", index=False, float_format="%.6g")
-        fig = survival_figure(result)
-        fig.savefig(tmp / "survival.png")
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-        (tmp / "report.html").write_text(planning_report_html(result, info=info))
+        survival_png = _survival_png(result)
+        (tmp / "survival.png").write_bytes(survival_png)
+        (tmp / "report.html").write_text(planning_report_html(result, info=info, survival_png=survival_png))
     return Path(out).expanduser().resolve()
 
 
@@ -100,17 +97,27 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
-def planning_report_html(result, top: int = 5, info: dict[str, Any] | None = None) -> str:
-    """A self-contained HTML report: proposal and rationale, ranked table, survival plot, pre vs simulated slices."""
-    import matplotlib.pyplot as plt
-
-    esc = html.escape
-    fig = survival_figure(result, top=top)
+def _survival_png(result, top: int = 5) -> bytes:
+    """`survival_figure` as PNG bytes (the figure is closed)."""
     import io
 
+    import matplotlib.pyplot as plt
+
+    fig = survival_figure(result, top=top)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
+    return buf.getvalue()
+
+
+def planning_report_html(result, top: int = 5, info: dict[str, Any] | None = None,
+                         survival_png: bytes | None = None) -> str:
+    """A self-contained HTML report: proposal and rationale, ranked table, survival plot, pre vs simulated slices.
+
+    ``survival_png``: the survival plot already rendered (`write_planning` writes it to a file too), else made here.
+    """
+    esc = html.escape
+    survival_png = survival_png if survival_png is not None else _survival_png(result, top)
     affine = result.crop.crop_affine
     k = tumour_slice(result.pre_labels)
     pre_png = png_bytes(crop_slice_rgb(result.pre_hu, result.pre_labels, affine, k))
@@ -138,7 +145,7 @@ def planning_report_html(result, top: int = 5, info: dict[str, Any] | None = Non
               f"{st['guidance']}); survival model: {esc(str(st['survival_model']['kind']))}. Lower log-risk is "
               "better; ± is the sd over the simulated outcomes.</p>",
               table.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0),
-              "<h2>Predicted survival</h2>", _img(buf.getvalue(), "predicted survival curves"),
+              "<h2>Predicted survival</h2>", _img(survival_png, "predicted survival curves"),
               "<h2>Pre-treatment vs simulated post-treatment (axial slice through the tumour)</h2><div class='row'>",
               f"<figure>{_img(pre_png, 'pre-treatment crop')}<figcaption>pre-treatment</figcaption></figure>"]
     for rank, score in enumerate(result.ranked[:top], start=1):

@@ -103,11 +103,8 @@ class PlanScorer:
 
     def score(self, plans: Sequence[Plan], progress: ProgressFn | None = None) -> list[PlanScore]:
         """Scores of ``plans`` in the order given; unseen plans are simulated together in one batched call."""
-        new: list[Plan] = []
         self.requested += len(plans)
-        for plan in plans:
-            if plan_id(plan) not in self.scores and all(plan_id(plan) != plan_id(p) for p in new):
-                new.append(plan)
+        new = list({plan_id(p): p for p in plans if plan_id(p) not in self.scores}.values())  # unseen, in order
         if new:
             t0 = time.perf_counter()
             result = self.world.simulate(self.case, new, samples=self.samples, seed=self.seed, steps=self.steps,

@@ -178,8 +178,7 @@ def beam_search(scorer: PlanScorer, drugs: Sequence[str], embolics: Sequence[str
             for d in drugs:
                 if d in have:
                     continue
-                base = [e for e in required[proto] if e in embolics] or list(required[proto])
-                plan = _make([*have, d], base, proto)
+                plan = _make([*have, d], required[proto], proto)
                 if plan is not None:
                     candidates.append(plan)
         step(candidates, f"drug step {h + 1}/{drug_horizon}")

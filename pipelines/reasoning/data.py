@@ -20,7 +20,7 @@ from pathlib import Path
 from models.errors import ReasoningInputError
 from pipelines.reasoning.answers import parse_options
 
-__all__ = ["QAItem", "load_items", "split_of", "DEV_FRACTION", "SPLITS"]
+__all__ = ["QAItem", "load_items", "split_of", "train_tree_records", "DEV_FRACTION", "SPLITS"]
 
 DEV_FRACTION = 0.2
 SPLITS = ("train", "dev", "all")
@@ -87,3 +87,28 @@ def load_items(path: str | os.PathLike, split: str = "all", limit: int | None = 
         if limit is not None and len(items) >= limit:
             break
     return items
+
+
+def train_tree_records(paths, purpose: str):
+    """Yield ``(path, record)`` for every record of self-evolution tree files (`mewm reasoning evolve` JSONL).
+
+    Raises:
+        ReasoningInputError: a missing file, or a dev-split question (``purpose`` says what would have leaked).
+    """
+    import json
+    from pathlib import Path
+
+    from models.errors import ReasoningInputError
+
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise ReasoningInputError(f"Trees file {path} does not exist; make it with `mewm reasoning evolve`.")
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            if split_of(rec["dataset"], str(rec["id"])) != "train":
+                raise ReasoningInputError(f"{path}: question {rec['dataset']}:{rec['id']} is in the dev split; "
+                                          f"{purpose} uses train questions only.")
+            yield path, rec

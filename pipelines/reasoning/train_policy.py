@@ -21,7 +21,7 @@ from pathlib import Path
 
 from models.errors import ReasoningInputError
 from pipelines.progress import resolve_progress
-from pipelines.reasoning.data import split_of
+from pipelines.reasoning.data import train_tree_records
 from pipelines.reasoning.template import build_messages, format_steps
 
 __all__ = ["PolicyReport", "sft_examples", "train_policy", "LORA_TARGETS"]
@@ -48,18 +48,9 @@ class PolicyReport:
 def sft_examples(trees: list[str | os.PathLike]) -> list[tuple[str, str]]:
     """(question, response) for every correct path of the trees; dev-split questions are refused."""
     out = []
-    for path in trees:
-        path = Path(path)
-        if not path.is_file():
-            raise ReasoningInputError(f"Trees file {path} does not exist; make it with `mewm reasoning evolve`.")
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            if split_of(rec["dataset"], str(rec["id"])) != "train":
-                raise ReasoningInputError(f"{path}: {rec['dataset']}:{rec['id']} is a dev question.")
-            for chain, _ in rec["pos"]:
-                out.append((rec["question"], format_steps([str(s[0]) for s in chain])))
+    for _path, rec in train_tree_records(trees, "policy fine-tuning"):
+        for chain, _ in rec["pos"]:
+            out.append((rec["question"], format_steps([str(s[0]) for s in chain])))
     if not out:
         raise ReasoningInputError("The trees hold no correct path to fine-tune on; evolve more questions.")
     return out

@@ -32,7 +32,7 @@ from pathlib import Path
 from models.errors import ReasoningInputError
 from pipelines.reasoning.answers import parse_options
 from pipelines.reasoning.best_of_n import MIN_SUBSTANTIVE_STEPS, substantive_steps
-from pipelines.reasoning.data import split_of
+from pipelines.reasoning.data import train_tree_records
 from pipelines.reasoning.prm import MAX_STEPS, PRM_KIND, STEP_FEATURES, display_steps, minilm_dir, step_features
 from pipelines.reasoning.template import ROOT_STEP
 
@@ -103,31 +103,21 @@ def examples_from_trees(paths: list[str | os.PathLike], seed: int = 0) -> tuple[
     rng = random.Random(seed)
     examples: list[PathExample] = []
     questions = 0
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise ReasoningInputError(f"Trees file {path} does not exist; make it with `mewm reasoning evolve`.")
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            if split_of(rec["dataset"], str(rec["id"])) != "train":
-                raise ReasoningInputError(f"{path}: question {rec['dataset']}:{rec['id']} is in the dev split; "
-                                          "PRM training uses train questions only.")
-            questions += 1
-            options = parse_options(rec["question"])
-            qid = f"{rec['dataset']}:{rec['id']}"
-            for kind in ("pos", "neg"):
-                for chain, _leaf in rec[kind]:
-                    steps = [str(s[0]) for s in chain]
-                    targets = dual_sided_targets([float(s[1]) for s in chain])
-                    source = f"tree-{kind}"
-                    if kind == "pos" and substantive_steps(steps, rec["question"]) < MIN_SUBSTANTIVE_STEPS:
-                        # a right letter without reasoning is what guard (b) labels 0, not a good path
-                        targets, source = [0.0] * len(steps), "tree-pos-unreasoned"
-                    examples.append(PathExample(rec["question"], options, steps, targets, source, qid))
-            real = rec["pos"][0][0] if rec["pos"] else (rec["neg"][0][0] if rec["neg"] else None)
-            examples += adversarial_examples(rec["question"], options, rec["answer"], real, qid, rng)
+    for _path, rec in train_tree_records(paths, "PRM training"):
+        questions += 1
+        options = parse_options(rec["question"])
+        qid = f"{rec['dataset']}:{rec['id']}"
+        for kind in ("pos", "neg"):
+            for chain, _leaf in rec[kind]:
+                steps = [str(s[0]) for s in chain]
+                targets = dual_sided_targets([float(s[1]) for s in chain])
+                source = f"tree-{kind}"
+                if kind == "pos" and substantive_steps(steps, rec["question"]) < MIN_SUBSTANTIVE_STEPS:
+                    # a right letter without reasoning is what guard (b) labels 0, not a good path
+                    targets, source = [0.0] * len(steps), "tree-pos-unreasoned"
+                examples.append(PathExample(rec["question"], options, steps, targets, source, qid))
+        real = rec["pos"][0][0] if rec["pos"] else (rec["neg"][0][0] if rec["neg"] else None)
+        examples += adversarial_examples(rec["question"], options, rec["answer"], real, qid, rng)
     examples = [e for e in examples if 1 < len(e.steps) <= MAX_STEPS]
     if not any(e.source.startswith("tree") for e in examples):
         raise ReasoningInputError("The trees hold no labelled path; run `mewm reasoning evolve` on more questions.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "MeWMError",
     "ConfigError",
+    "DeviceUnavailableError",
     "CaseIOError",
     "UnreadableFileError",
     "UnsupportedFormatError",
@@ -51,6 +52,11 @@ class MeWMError(Exception):
 
 class ConfigError(MeWMError, ValueError):
     """The configuration file, a CLI flag or an environment override is invalid."""
+
+
+class DeviceUnavailableError(ConfigError):
+    """A requested compute device (``--device cuda``, ``--amp``) is not available to torch on this machine. It is an
+    error, never a silent fall-back to the CPU."""
 
 
 # ----------------------------------------------------------------------------------------------- case input/output

@@ -47,6 +47,15 @@ def _cmd_cohort_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cohort_followups(args: argparse.Namespace) -> int:
+    from pipelines.cohort.followups import write_followups
+
+    report = write_followups(args.cohort, per_patient=args.per_patient, seed=args.seed, workers=args.workers,
+                             progress=not args.quiet)
+    print(report.summary())
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -151,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--overwrite", action="store_true", help="replace an existing cohort in --out")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_cmd_cohort_generate)
+    fol = cohort.add_parser("followups", help="add simulated follow-ups under other plans to a training cohort "
+                                              "(for `mewm train dynamics`; never on an evaluation cohort)")
+    fol.add_argument("--cohort", required=True, help="a folder written by `mewm cohort generate`")
+    fol.add_argument("--per-patient", type=int, default=3, help="extra plans per patient (default 3)")
+    fol.add_argument("--seed", type=int, default=0, help="plan and dose draws (same seed, same files)")
+    fol.add_argument("--workers", type=int, default=1, help="processes to use")
+    fol.add_argument("--quiet", action="store_true", help="no progress bar")
+    fol.set_defaults(func=_cmd_cohort_followups)
 
     groups = {
         "train": sub.add_parser("train", help="train a model on a cohort manifest").add_subparsers(

@@ -65,7 +65,12 @@ def split_cases(case_ids: Sequence[str], *, val_fraction: float = 0.1, min_train
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"split_cases: val_fraction must be in (0, 1), got {val_fraction!r}.")
-    n = len(case_ids)
+    from pipelines.cohort.followups import patient_of
+
+    # rows of one patient (extra simulated follow-ups, `pipelines.cohort.followups`) stay on one side of the split;
+    # with one row per patient this is the plain split of the case ids
+    patients = sorted({patient_of(c) for c in case_ids})
+    n = len(patients)
     n_val = max(1, int(round(val_fraction * n)))
     if n - n_val < min_train:
         why = "; ".join(f"{s['case_id']}: {s['reason']}" for s in list(skipped)[:5])
@@ -74,10 +79,10 @@ def split_cases(case_ids: Sequence[str], *, val_fraction: float = 0.1, min_train
             f"needs at least {min_train + n_val} ({min_train} to train, {n_val} held out). Generate a larger cohort "
             "with `mewm cohort generate --n 200 --out DIR` or add cases with a tumour mask and a post-treatment "
             "pair.")
-    order = sorted(range(n), key=lambda i: case_ids[i])
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
-    shuffled = [order[p] for p in perm]
-    train, val = sorted(shuffled[:n - n_val]), sorted(shuffled[n - n_val:])
+    val_patients = {patients[p] for p in perm[n - n_val:]}
+    val = [i for i in range(len(case_ids)) if patient_of(case_ids[i]) in val_patients]
+    train = [i for i in range(len(case_ids)) if patient_of(case_ids[i]) not in val_patients]
     return CaseSplit(train, val, [case_ids[i] for i in train], [case_ids[i] for i in val])
 
 

@@ -16,14 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.errors import ManifestError
+import numpy as np
+
+from models.errors import ConfigError, ManifestError
 from pipelines.cohort.generate import GENERATOR_VERSION, render_case
 from pipelines.cohort.plan_space import read_plan_space
 from pipelines.cohort.response import Response, plan_response
 from pipelines.cohort.simulate import CaseTruth, case_seeds, simulate_case
 from pipelines.volume import Volume
 
-__all__ = ["Counterfactual", "RegeneratedCohort", "regenerate_cohort", "render_counterfactual"]
+__all__ = ["Counterfactual", "RegeneratedCohort", "choose_plans", "regenerate_cohort", "render_counterfactual"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,3 +106,13 @@ def render_counterfactual(truth: CaseTruth, plan: Any, size: tuple[int, int, int
     ct, labels, post_ct, post_labels = render_case(truth, size, response=response)
     return Counterfactual(plan=plan, response=response, ct=ct, labels=labels, post_ct=post_ct,
                           post_labels=post_labels)
+
+
+def choose_plans(administered: Any, plan_space: list[Any], k: int, seed: int, index: int) -> list[Any]:
+    """The administered plan first, then ``k - 1`` plans of ``plan_space`` with other agents, drawn without
+    replacement by a generator seeded by ``(seed, index)`` (so a patient's plans do not depend on the others)."""
+    others = [p for p in plan_space if p.key() != administered.key()]
+    if not 1 <= k <= len(others) + 1:
+        raise ConfigError(f"plans_per_patient must be between 1 and {len(others) + 1} (the plan space), got {k}.")
+    rng = np.random.default_rng([int(seed), int(index)])
+    return [administered] + [others[j] for j in sorted(rng.choice(len(others), size=k - 1, replace=False))]

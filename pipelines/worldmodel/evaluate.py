@@ -37,7 +37,7 @@ from models.checkpoint import load_checkpoint
 from models.errors import ConfigError, GeometryMismatchError, LesionTooLargeError, ManifestError
 from models.segmentation import CropSegmenter
 from pipelines.case import Case
-from pipelines.cohort.counterfactual import regenerate_cohort, render_counterfactual
+from pipelines.cohort.counterfactual import choose_plans, regenerate_cohort, render_counterfactual
 from pipelines.cohort.response import plan_parts
 from pipelines.manifest import load_manifest_case, read_manifest
 from pipelines.preprocess import preprocess_case, unwindow_hu, window_hu
@@ -57,16 +57,6 @@ TARGETS = {"action_sensitivity_ratio": ">= 2", "action_sensitivity_outcome_ratio
            "viable_change_spearman": ">= 0.7", "c2st_accuracy": "<= 0.70",
            "dice_liver": ">= 0.90", "dice_tumour": ">= 0.75"}
 PRE_CT_TOLERANCE_HU = 0.5  # the cohort stores HU as int16: regenerated and stored CT differ by rounding only
-
-
-def choose_plans(administered: Any, plan_space: list[Any], k: int, seed: int, index: int) -> list[Any]:
-    """The administered plan first, then ``k - 1`` plans of ``plan_space`` with other agents, drawn without
-    replacement by a generator seeded by ``(seed, index)`` (so a patient's plans do not depend on the others)."""
-    others = [p for p in plan_space if p.key() != administered.key()]
-    if not 1 <= k <= len(others) + 1:
-        raise ConfigError(f"plans_per_patient must be between 1 and {len(others) + 1} (the plan space), got {k}.")
-    rng = np.random.default_rng([int(seed), int(index)])
-    return [administered] + [others[j] for j in sorted(rng.choice(len(others), size=k - 1, replace=False))]
 
 
 def _truth_crop(case: Case, cf, crop: CropConfig):

@@ -8,6 +8,7 @@ follow-ups to a cohort folder and writes a second manifest that lists them besid
 
     <cohort>/followups/<case_id>/<k>_post_ct.nii.gz, <k>_post_labels.nii.gz
     <cohort>/manifest_followups.csv      the cohort's rows, then one row per extra follow-up
+    <cohort>/manifest_followups.json     the cohort's metadata (synthetic: true) plus the follow-up settings
 
 An extra row's ``case_id`` is ``<case_id>~cf<k>`` (`followup_id`); its ``ct``/``labels`` are the patient's own
 pre-treatment files; ``plan`` and ``note`` are the counterfactual plan with doses drawn like the administered plan's;
@@ -23,6 +24,7 @@ manifest is written last and atomically.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -149,8 +151,17 @@ def write_followups(cohort_dir: str | os.PathLike, per_patient: int = 3, seed: i
                                     clinical=None, time_months=None, event=None))
     out_rows = sorted(out_rows, key=lambda r: (patient_of(r.case_id), r.case_id))
     path = cohort.root / FOLLOWUPS_MANIFEST
-    tmp = path.with_name(f".{path.name}.tmp")
-    write_manifest(out_rows, tmp)
-    os.replace(tmp, path)
+    meta = json.loads((cohort.root / "manifest.json").read_text())
+    meta["followups"] = {"per_patient": int(per_patient), "seed": int(seed), "rows": len(out_rows),
+                         "note": "extra simulated follow-ups under other plans (counterfactuals of the simulator) "
+                                 "for dynamics training only; no survival outcomes"}
+    for target, text in ((path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True) + "\n"),
+                         (path, None)):
+        tmp = target.with_name(f".{target.name}.tmp")
+        if text is None:
+            write_manifest(out_rows, tmp)
+        else:
+            tmp.write_text(text)
+        os.replace(tmp, target)
     return FollowupReport(manifest=path, patients=len(records), followups=len(records) * per_patient,
                           written=sum(w for _, w in done), seconds=time.perf_counter() - start)

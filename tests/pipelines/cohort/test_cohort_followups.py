@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -30,6 +32,8 @@ def test_followups_manifest_lists_the_observed_rows_then_other_plans_of_the_same
 
     out, report = cohort_with_followups
     assert report.followups == 6 and report.written == 6 and report.patients == 3
+    meta = json.loads((out / FOLLOWUPS_MANIFEST).with_suffix(".json").read_text())
+    assert meta["synthetic"] is True and meta["followups"]["per_patient"] == 2 and meta["seed"] == 11
     observed = {r.case_id: r for r in read_manifest(out)}
     rows = read_manifest(out / FOLLOWUPS_MANIFEST)
     assert [r.case_id for r in rows] == [c for cid in sorted(observed) for c in

@@ -12,13 +12,24 @@ same cases). `train_loop` builds a model and trains it for a number of steps on 
    ``val_every`` steps and at the end ``{"step", "val_loss"}`` (validation runs under a forked RNG, so it never
    changes the training's random stream); every ``checkpoint_every`` steps and at the end ``train_state.pt``;
 4. at the end ``before_save(model)`` (e.g. the autoencoder's latent scale) and `models.checkpoint.save_checkpoint`.
+
+Devices (``LoopSettings.device``: ``"cpu"`` by default, ``"cuda"``, ``"cuda:N"``, ``"auto"``): the model is built on
+the CPU (so the same seed gives the same initial weights everywhere), then moved to the device. Batches are still
+drawn on the CPU with the CPU generator, so a GPU run sees the same batches, flips and noise as a CPU run; the
+trainers move them with `to_device` to `model_device(model)`. ``train_state.pt`` and the checkpoint always hold CPU
+tensors and are read with ``map_location="cpu"``, so a GPU run resumes on a CPU machine and back (the device is not
+part of a run's identity). A CUDA device torch cannot use is a `DeviceUnavailableError`, never a silent CPU run.
+``amp`` (CUDA only) runs the losses under bf16 autocast; gradients, optimiser and checkpoints stay float32.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -30,11 +41,11 @@ import torch
 from torch import nn
 
 from models.checkpoint import save_checkpoint
-from models.errors import ConfigError, ManifestError, ModelOutputError
+from models.errors import ConfigError, DeviceUnavailableError, ManifestError, ModelOutputError
 from pipelines.progress import ProgressFn, resolve_progress
 
 __all__ = ["SPLIT_SEED", "CaseSplit", "split_cases", "LoopSettings", "TrainReport", "train_loop", "STATE_FILE",
-           "LOG_FILE"]
+           "LOG_FILE", "resolve_device", "to_device", "model_device", "device_description"]
 
 SPLIT_SEED = 0
 STATE_FILE = "train_state.pt"
@@ -86,6 +97,85 @@ def split_cases(case_ids: Sequence[str], *, val_fraction: float = 0.1, min_train
     return CaseSplit(train, val, [case_ids[i] for i in train], [case_ids[i] for i in val])
 
 
+# ------------------------------------------------------------------------------------------------ devices
+_DEVICE_SPEC = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
+
+
+def _check_device_spec(spec: str, flag: str = "--device") -> str:
+    if not isinstance(spec, str) or not _DEVICE_SPEC.match(spec.strip().lower()):
+        raise ConfigError(f"{flag} must be cpu, cuda, cuda:N or auto; got {spec!r}.")
+    return spec.strip().lower()
+
+
+def resolve_device(spec: str = "cpu", *, amp: bool = False, flag: str = "--device") -> torch.device:
+    """The torch device of a ``--device`` value: ``cpu``, ``cuda`` (the current GPU), ``cuda:N``, or ``auto`` (CUDA
+    when torch sees a GPU, else the CPU).
+
+    Raises:
+        ConfigError: an unknown value.
+        DeviceUnavailableError: CUDA asked for (or ``--amp``) where torch has no usable GPU, or ``cuda:N`` beyond the
+            GPUs present. The CPU is never used in place of a requested GPU.
+    """
+    spec = _check_device_spec(spec, flag)
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        if amp:
+            raise DeviceUnavailableError(f"--amp (bf16 autocast) is for CUDA GPUs only; {flag} resolved to the CPU. "
+                                         f"Drop --amp, or train with {flag} cuda on a machine with a GPU.")
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise DeviceUnavailableError(f"{flag} {spec}: torch sees no CUDA GPU on this machine (torch {torch.__version__}, "
+                                     f"{build}). Use {flag} cpu (or auto), or install a CUDA build of torch on a "
+                                     "GPU machine.")
+    device = torch.device(spec)
+    index = torch.cuda.current_device() if device.index is None else device.index
+    if index >= torch.cuda.device_count():
+        raise DeviceUnavailableError(f"{flag} {spec}: this machine has {torch.cuda.device_count()} CUDA GPU(s) "
+                                     f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}).")
+    if amp and not torch.cuda.is_bf16_supported():
+        raise DeviceUnavailableError(f"--amp needs bf16 support; {torch.cuda.get_device_name(index)} has none. "
+                                     "Drop --amp.")
+    return torch.device("cuda", index)
+
+
+def to_device(obj: Any, device: torch.device | str) -> Any:
+    """``obj`` with every tensor in it moved to ``device``: tensors, and dicts, lists, tuples (named ones too) and
+    dataclass instances holding them, nested; anything else (plans, strings, numbers) is returned as it is. A
+    container whose tensors are already there is returned itself, not copied (``Tensor.to`` returns the same
+    tensor), so the CPU path changes nothing."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        moved = {k: to_device(v, device) for k, v in obj.items()}
+        return obj if all(moved[k] is obj[k] for k in obj) else type(obj)(moved)
+    if isinstance(obj, (list, tuple)):
+        items = [to_device(v, device) for v in obj]
+        if all(a is b for a, b in zip(items, obj)):
+            return obj
+        return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)  # a namedtuple takes *items
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
+        moved = {k: to_device(v, device) for k, v in fields.items()}
+        return obj if all(moved[k] is fields[k] for k in fields) else dataclasses.replace(obj, **moved)
+    return obj
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's parameters (the CPU for a model without any): where its batches must go."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
+def device_description(device: torch.device | str, amp: bool = False) -> str:
+    """How a model card names the hardware of a run: the CPU with its torch threads, or the GPU by name."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return f"with {torch.get_num_threads()} torch thread(s), CPU"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return f"on {device} ({name}){', bf16 autocast' if amp else ''}"
+
+
 # ------------------------------------------------------------------------------------------------ the loop
 @dataclass(frozen=True)
 class LoopSettings:
@@ -95,6 +185,8 @@ class LoopSettings:
         steps: total optimiser steps (a resumed run continues up to this number).
         batch_size, lr, seed: as the CLI flags; ``weight_decay``: AdamW's; ``grad_clip``: max gradient norm.
         log_every, val_every, checkpoint_every: intervals in steps (the last step always validates and saves).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (`resolve_device`); ``amp``: bf16 autocast of the
+            losses (CUDA only). Neither is part of `identity`: a run may resume on another device.
     """
 
     steps: int
@@ -106,8 +198,11 @@ class LoopSettings:
     log_every: int = 10
     val_every: int = 200
     checkpoint_every: int = 100
+    device: str = "cpu"
+    amp: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "device", _check_device_spec(self.device))
         bad = {k: getattr(self, k) for k in ("steps", "batch_size", "log_every", "val_every", "checkpoint_every")
                if int(getattr(self, k)) < 1}
         if bad or not self.lr > 0:
@@ -116,7 +211,7 @@ class LoopSettings:
     def identity(self) -> dict[str, Any]:
         """What a resumed run must share with the saved one (the intervals and ``steps`` may change)."""
         return {k: v for k, v in asdict(self).items()
-                if k not in ("steps", "log_every", "val_every", "checkpoint_every")}
+                if k not in ("steps", "log_every", "val_every", "checkpoint_every", "device", "amp")}
 
 
 @dataclass
@@ -137,9 +232,13 @@ class TrainReport:
     model_config: dict[str, Any] = field(default_factory=dict)
     n_params: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    hardware: str = ""  # `device_description` of the run, for the model card
 
     def summary(self) -> str:
         resumed = f" (resumed at step {self.start_step})" if self.start_step else ""
+        if self.device != "cpu":
+            resumed += f" on {self.device}"
         return "\n".join([
             f"Trained {self.kind}: {self.steps} steps{resumed} on {self.n_train} cases, {self.n_val} held out",
             f"  final train loss {self.final_train_loss:.5f}, validation loss {self.final_val_loss:.5f}",
@@ -152,7 +251,7 @@ def _save_state(path: Path, state: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(state, tmp)
+        torch.save(to_device(state, "cpu"), tmp)  # CPU tensors: the state resumes on any machine
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -205,24 +304,30 @@ def train_loop(build_model: Callable[[], nn.Module],
 
     Raises:
         ConfigError: ``out`` holds a training state and ``resume`` is false, or ``resume`` finds no matching state.
+        DeviceUnavailableError: ``settings.device`` (or ``amp``) asks for a GPU that torch cannot use.
         ModelOutputError: the loss became NaN or infinite.
     """
     # 1. prepare: output folder, RNGs, optimiser, state
     out = Path(out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     state_path, log_path = out / STATE_FILE, out / LOG_FILE
+    device = resolve_device(settings.device, amp=settings.amp)
     torch.manual_seed(settings.seed)
-    model = build_model()
+    model = build_model().to(device)  # built on the CPU (same seed, same initial weights), then moved
+    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if settings.amp
+                else contextlib.nullcontext)
     identity = {"kind": kind, "model": getattr(model, "config", None), **settings.identity(), **identity}
     identity = json.loads(json.dumps(identity))  # as it reads back (tuples → lists)
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(settings.seed)
     if resume:
         state = _load_state(state_path, identity)
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
+        model.load_state_dict(state["model"])  # copied into the parameters on their device
+        optimiser.load_state_dict(state["optimiser"])  # torch moves the moments to each parameter's device
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         start, running, last = state["step"], state["running"], state["last"]
         _truncate_log(log_path, start)
     else:
@@ -239,7 +344,7 @@ def train_loop(build_model: Callable[[], nn.Module],
     def validate(step: int) -> None:
         t = time.perf_counter()
         model.eval()
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), autocast():
             last["val_loss"] = float(val_loss(model))
         model.train()
         _append_log(log_path, {"step": step, "val_loss": last["val_loss"]})
@@ -248,14 +353,16 @@ def train_loop(build_model: Callable[[], nn.Module],
     def checkpoint(step: int) -> None:
         _save_state(state_path, {"step": step, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
                                  "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                                 "running": list(running), "last": dict(last), "identity": identity})
+                                 "running": list(running), "last": dict(last), "identity": identity,
+                                 **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})})
 
     # 2. the loop
     report = resolve_progress(progress, f"train {kind}", "step")
     t0 = time.perf_counter()
     model.train()
     for step in range(start + 1, settings.steps + 1):
-        loss = batch_loss(model, generator)
+        with autocast():
+            loss = batch_loss(model, generator)
         if not torch.isfinite(loss):
             raise ModelOutputError(f"Training {kind} diverged at step {step}: the loss is {loss.item()}. Lower --lr "
                                    f"(now {settings.lr:g}) or resume from the last saved state.")
@@ -292,4 +399,5 @@ def train_loop(build_model: Callable[[], nn.Module],
     return TrainReport(kind=kind, out=out, steps=settings.steps, start_step=start, final_train_loss=last["loss"],
                        final_val_loss=last["val_loss"], seconds=seconds,
                        seconds_per_step=(seconds - val_seconds[0]) / done if done else math.nan, n_train=n_train,
-                       n_val=n_val, model_config=model.config, n_params=sum(p.numel() for p in model.parameters()), extra=extra)
+                       n_val=n_val, model_config=model.config, n_params=sum(p.numel() for p in model.parameters()),
+                       extra=extra, device=str(device), hardware=device_description(device, settings.amp))

@@ -11,6 +11,11 @@ Every trainer: 1. crop cache of the manifest (`build_crop_cache`) and the fixed 
 - `train_dynamics`: DDPM ε-prediction MSE on the post-treatment latent given the pre-treatment latent, the tumour and
   change-region masks and the plan; the plan is replaced by the null plan with probability ``cond_drop_prob`` for
   classifier-free guidance. The latents come from a trained autoencoder, encoded once (`LatentPairs`).
+
+Every trainer takes ``device``/``amp`` (`pipelines.training.LoopSettings`; batches are drawn on the CPU and moved
+with `to_device`), and segmentation and dynamics take ``init_from``: fine-tune a checkpoint of the same kind (same
+network config and crop geometry, checked first; for dynamics also the same autoencoder) at a lower default lr
+(`FINE_TUNE_LR`); the card and ``extra["init_from"]`` record the checkpoint and the sha256 of its weights.
 """
 
 from __future__ import annotations
@@ -25,18 +30,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from models.checkpoint import load_checkpoint
+from models.checkpoint import load_checkpoint, read_checkpoint_meta
 from models.errors import ConfigError
 from pipelines.progress import ProgressFn
-from pipelines.training import LoopSettings, TrainReport, split_cases, train_loop
+from pipelines.training import LoopSettings, TrainReport, model_device, split_cases, to_device, train_loop
 from pipelines.volume import LABELS
 from pipelines.worldmodel.crops import (AutoencoderCrops, CropCache, CropConfig, LatentPairs, SegmentationCrops,
                                         build_crop_cache)
 from pipelines.worldmodel.regions import DEFAULT_CHANGE_MARGIN_MM
 from pipelines.worldmodel.report import display_path
 
-__all__ = ["DEFAULTS", "MODEL_CONFIGS", "DEFAULT_CROP", "DDPM_SCHEDULER", "KL_WEIGHT", "COND_DROP_PROB",
-           "train_autoencoder", "train_segmentation", "train_dynamics", "build_ddpm_scheduler"]
+__all__ = ["DEFAULTS", "FINE_TUNE_LR", "MODEL_CONFIGS", "DEFAULT_CROP", "DDPM_SCHEDULER", "KL_WEIGHT",
+           "COND_DROP_PROB", "train_autoencoder", "train_segmentation", "train_dynamics", "build_ddpm_scheduler"]
 
 # Defaults sized for a 2-core CPU (stack-notes.md timings); the CLI uses them too.
 DEFAULTS = {
@@ -46,6 +51,9 @@ DEFAULTS = {
     "segmentation": {"steps": 1200, "batch_size": 2, "lr": 1e-3},
     "dynamics": {"steps": 3000, "batch_size": 16, "lr": 2e-4},
 }
+# Default lr when fine-tuning a trained checkpoint (`init_from`): a fifth of the from-scratch lr, so the first steps
+# on a new cohort adjust the weights rather than overwrite them.
+FINE_TUNE_LR = {"segmentation": 2e-4, "dynamics": 4e-5}
 # Network and crop configs used when a trainer gets none (the constructors' defaults, docs/worldmodel_design.md).
 MODEL_CONFIGS: dict[str, dict[str, Any]] = {"autoencoder": {}, "segmentation": {}, "dynamics": {}}
 DEFAULT_CROP = CropConfig()
@@ -68,12 +76,14 @@ def build_ddpm_scheduler(config: dict[str, Any] = DDPM_SCHEDULER):
 
 
 # ------------------------------------------------------------------------------------------------ shared steps
-def _command(kind: str, manifest, out, settings: LoopSettings, autoencoder=None) -> str:
+def _command(kind: str, manifest, out, settings: LoopSettings, autoencoder=None, init_from=None) -> str:
     """The `mewm train` command that reproduces a run (shown in the card and in missing-checkpoint errors)."""
     ae = f" --autoencoder {display_path(autoencoder)}" if autoencoder is not None else ""
-    return (f"mewm train {kind} --manifest {display_path(manifest)}{ae} --out {display_path(out)} "
+    init = f" --init-from {display_path(init_from)}" if init_from is not None else ""
+    device = (f" --device {settings.device}" if settings.device != "cpu" else "") + (" --amp" if settings.amp else "")
+    return (f"mewm train {kind} --manifest {display_path(manifest)}{ae}{init} --out {display_path(out)} "
             f"--steps {settings.steps} "
-            f"--batch-size {settings.batch_size} --lr {settings.lr:g} --seed {settings.seed}")
+            f"--batch-size {settings.batch_size} --lr {settings.lr:g} --seed {settings.seed}{device}")
 
 
 def _prepare(manifest, crop: CropConfig, cache_dir, progress) -> tuple[CropCache, Any]:
@@ -92,10 +102,67 @@ def _identity(cache: CropCache, split, **more: Any) -> dict[str, Any]:
     return {"cache_key": cache.key, "crop": cache.config.to_dict(), "val_ids": split.val_ids, **more}
 
 
-def _settings(kind: str, steps, batch_size, lr, seed, schedule: dict[str, int] | None) -> LoopSettings:
+def _settings(kind: str, steps, batch_size, lr, seed, schedule: dict[str, int] | None, device: str = "cpu",
+              amp: bool = False, fine_tune: bool = False) -> LoopSettings:
     d = DEFAULTS[kind]
-    return LoopSettings(steps=steps or d["steps"], batch_size=batch_size or d["batch_size"], lr=lr or d["lr"],
-                        seed=seed, grad_clip=d.get("grad_clip", 1.0), **(schedule or {}))
+    lr = lr or (FINE_TUNE_LR[kind] if fine_tune else d["lr"])
+    return LoopSettings(steps=steps or d["steps"], batch_size=batch_size or d["batch_size"], lr=lr,
+                        seed=seed, grad_clip=d.get("grad_clip", 1.0), device=device, amp=amp, **(schedule or {}))
+
+
+def _geometry(crop: dict[str, Any]) -> str:
+    return (f"{' × '.join(f'{s:g}' for s in crop['spacing'])} mm voxels, {' × '.join(map(str, crop['size']))} crop"
+            + (f", change margin {crop['change_margin_mm']:g} mm" if "change_margin_mm" in crop else ""))
+
+
+def _init_from(kind: str, directory: str | os.PathLike, build, config: dict[str, Any], crop: dict[str, Any],
+               manifest, more: dict[str, tuple[Any, Any, str]] | None = None) -> tuple[dict, dict[str, Any]]:
+    """The weights (state dict) a fine-tuning run starts from, and what the card records of them.
+
+    The checkpoint in ``directory`` must be of ``kind`` and made with the run's network ``config`` and ``crop``
+    geometry (a different network cannot take its weights; other crops would change what the weights mean).
+    ``more``: further ``name: (checkpoint value, run value, what to do)`` that must agree.
+
+    Raises:
+        CheckpointNotFoundError: no usable ``kind`` checkpoint there.
+        ConfigError: its network config, crop geometry or a ``more`` item differs from the run's (both named).
+    """
+    command = f"mewm train {kind} --manifest {display_path(manifest)} --out {display_path(directory)}"
+    meta = read_checkpoint_meta(directory, kind=kind, command=command)
+    with torch.random.fork_rng(devices=[]):  # a throw-away build for the normalised config; RNG untouched
+        run_config = json.loads(json.dumps(build(config).config))
+    if meta.config != run_config:
+        raise ConfigError(f"--init-from {display_path(directory)}: its {kind} network config {json.dumps(meta.config)} "
+                          f"differs from this run's {json.dumps(run_config)}. Fine-tune with the same network config "
+                          "as the checkpoint, or train from scratch without --init-from.")
+    saved_crop = {k: (meta.extra.get("crop") or {}).get(k) for k in crop}
+    if {k: json.loads(json.dumps(v)) for k, v in crop.items()} != saved_crop:
+        theirs = _geometry(saved_crop) if None not in saved_crop.values() else f"{meta.extra.get('crop')!r}"
+        raise ConfigError(f"--init-from {display_path(directory)}: its crops are {theirs}; this run's are "
+                          f"{_geometry(crop)}. Fine-tune on crops of the checkpoint's geometry.")
+    for name, (theirs, ours, fix) in (more or {}).items():
+        if theirs != ours:
+            raise ConfigError(f"--init-from {display_path(directory)}: its {name} is {theirs!r}, this run's is "
+                              f"{ours!r}. {fix}")
+    model, _ = load_checkpoint(directory, kind=kind, build=build, command=command)
+    info = {"dir": display_path(directory),
+            "weights_sha256": hashlib.sha256((Path(directory) / "model.pt").read_bytes()).hexdigest(),
+            "trained_on": (meta.extra.get("data") or {}).get("manifest")}
+    return model.state_dict(), info
+
+
+def _started(model: torch.nn.Module, state: dict | None) -> torch.nn.Module:
+    """``model`` with the fine-tuning start weights loaded (as built when ``state`` is None)."""
+    if state is not None:
+        model.load_state_dict(state, strict=True)
+    return model
+
+
+def _start_line(init: dict[str, Any] | None, seed: int) -> str:
+    if init is None:
+        return f"seeded random weights (seed {seed})"
+    trained_on = f", trained on `{init['trained_on']}`" if init.get("trained_on") else ""
+    return (f"fine-tuned from `{init['dir']}` (weights sha256 {init['weights_sha256'][:16]}…{trained_on})")
 
 
 MODEL_CARD = """# MeWM Workbench {kind} model
@@ -119,10 +186,11 @@ MODEL_CARD = """# MeWM Workbench {kind} model
 
 ## Training
 - Command: `{command}`
+- Start: {start}
 - {loss}
 - AdamW, lr {lr:g}, batch {batch_size}, {steps} steps, seed {seed}, {clip}{resumed}
 - Final training loss {train_loss:.5f}; held-out validation loss {val_loss:.5f}
-- {seconds:.0f} s ({s_per_step:.3f} s/step) with {threads} torch thread(s), CPU; trained {today}
+- {seconds:.0f} s ({s_per_step:.3f} s/step) {hardware}; trained {today}
 - Loss curve: `train_log.jsonl` (training loss every {log_every} steps, validation loss every {val_every})
 
 ## Limitations
@@ -153,7 +221,8 @@ def _write_card(report: TrainReport, cache: CropCache, settings: LoopSettings, *
         clip=f"gradient norm clipped at {settings.grad_clip:g}" if settings.grad_clip else "no gradient clipping",
         resumed=f"; resumed at step {report.start_step}" if report.start_step else "",
         train_loss=report.final_train_loss, val_loss=report.final_val_loss, seconds=report.seconds,
-        s_per_step=report.seconds_per_step, threads=torch.get_num_threads(), today=date.today().isoformat(),
+        s_per_step=report.seconds_per_step, hardware=report.hardware, today=date.today().isoformat(),
+        start=_start_line(report.extra.get("init_from"), settings.seed),
         log_every=settings.log_every, val_every=settings.val_every, limitations=limitations)
     path = report.out / "MODEL_CARD.md"
     path.write_text(text)
@@ -171,7 +240,7 @@ def train_autoencoder(manifest: str | os.PathLike, out: str | os.PathLike, *, st
                       batch_size: int | None = None, lr: float | None = None, seed: int = 0, resume: bool = False,
                       progress: bool | ProgressFn | None = True, model_config: dict[str, Any] | None = None,
                       crop: CropConfig | None = None, cache_dir: str | os.PathLike | None = None,
-                      schedule: dict[str, int] | None = None) -> TrainReport:
+                      schedule: dict[str, int] | None = None, device: str = "cpu", amp: bool = False) -> TrainReport:
     """Train the crop autoencoder (`models.autoencoder.CropAutoencoder`) and write its checkpoint and card to ``out``.
 
     Args:
@@ -182,11 +251,12 @@ def train_autoencoder(manifest: str | os.PathLike, out: str | os.PathLike, *, st
         crop: crop geometry (default `DEFAULT_CROP`: 2 mm, 48³).
         cache_dir: crop cache folder (default beside the manifest).
         schedule: ``log_every``/``val_every``/``checkpoint_every`` overrides of `LoopSettings`.
+        device, amp: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"auto"``; bf16 autocast (CUDA only).
     """
     from models.autoencoder import CropAutoencoder
 
     # 1. data
-    settings = _settings("autoencoder", steps, batch_size, lr, seed, schedule)
+    settings = _settings("autoencoder", steps, batch_size, lr, seed, schedule, device, amp)
     cache, split = _prepare(manifest, crop or DEFAULT_CROP, cache_dir, progress)
     train, val = AutoencoderCrops(cache, split.train), AutoencoderCrops(cache, split.val)
 
@@ -194,17 +264,19 @@ def train_autoencoder(manifest: str | os.PathLike, out: str | os.PathLike, *, st
     config = model_config if model_config is not None else MODEL_CONFIGS["autoencoder"]
 
     def batch_loss(model: CropAutoencoder, generator: torch.Generator) -> torch.Tensor:
-        x = train.sample_batch(settings.batch_size, generator)
+        x = to_device(train.sample_batch(settings.batch_size, generator), model_device(model))
         recon, mu, sigma = model(x)
         return F.l1_loss(recon, x) + KL_WEIGHT * _kl(mu, sigma)
 
     def val_loss(model: CropAutoencoder) -> float:
-        errors = [F.l1_loss(model.decode(model.encode(x)), x, reduction="sum") for x in val.all_batches(VAL_BATCH)]
+        dev = model_device(model)
+        errors = [F.l1_loss(model.decode(model.encode(x)), x, reduction="sum")
+                  for x in (to_device(b, dev) for b in val.all_batches(VAL_BATCH))]
         return float(sum(errors) / val.images.numel())
 
     def set_scale(m: torch.nn.Module) -> dict[str, Any]:
         m.scale_factor.fill_(1.0)
-        latents = torch.cat([m.encode(x) for x in train.all_batches(VAL_BATCH)])
+        latents = torch.cat([m.encode(to_device(x, model_device(m))) for x in train.all_batches(VAL_BATCH)])
         m.scale_factor.fill_(1.0 / float(latents.std()))
         return {"scale_factor": float(m.scale_factor)}
 
@@ -233,44 +305,59 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
                        batch_size: int | None = None, lr: float | None = None, seed: int = 0, resume: bool = False,
                        progress: bool | ProgressFn | None = True, model_config: dict[str, Any] | None = None,
                        crop: CropConfig | None = None, cache_dir: str | os.PathLike | None = None,
-                       schedule: dict[str, int] | None = None) -> TrainReport:
+                       schedule: dict[str, int] | None = None, device: str = "cpu", amp: bool = False,
+                       init_from: str | os.PathLike | None = None) -> TrainReport:
     """Train the crop segmenter (`models.segmentation.CropSegmenter`, 5 classes) on pre and post crops.
 
-    Arguments as `train_autoencoder` (defaults `DEFAULTS["segmentation"]`).
+    Arguments as `train_autoencoder` (defaults `DEFAULTS["segmentation"]`), and:
+        init_from: a segmentation checkpoint to fine-tune (e.g. the embedded ``models/weights/segmentation``); its
+            network config and crop geometry must be the run's; the default lr becomes `FINE_TUNE_LR`.
+
+    Raises:
+        ConfigError: ``init_from``'s config or crops differ from the run's (both named).
     """
     from monai.losses import DiceCELoss
 
     from models.segmentation import CropSegmenter
 
-    # 1. data
-    settings = _settings("segmentation", steps, batch_size, lr, seed, schedule)
-    cache, split = _prepare(manifest, crop or DEFAULT_CROP, cache_dir, progress)
-    train, val = SegmentationCrops(cache, split.train), SegmentationCrops(cache, split.val)
-
-    # 2. model and loss
+    # 1. the start weights (checked before any crop is made), data
+    settings = _settings("segmentation", steps, batch_size, lr, seed, schedule, device, amp,
+                         fine_tune=init_from is not None)
+    crop = crop or DEFAULT_CROP
     config = {"num_classes": len(LABELS),
               **(model_config if model_config is not None else MODEL_CONFIGS["segmentation"])}
     if config["num_classes"] != len(LABELS):
         raise ConfigError(f"The segmenter must predict the {len(LABELS)} classes of LABELS ({', '.join(LABELS)}); "
                           f"got num_classes={config['num_classes']}.")
+    start, init = None, None
+    if init_from is not None:
+        start, init = _init_from("segmentation", init_from, lambda c: CropSegmenter(**c), config,
+                                 {"spacing": list(crop.spacing), "size": list(crop.crop_size)}, manifest)
+    cache, split = _prepare(manifest, crop, cache_dir, progress)
+    train, val = SegmentationCrops(cache, split.train), SegmentationCrops(cache, split.val)
+
+    # 2. loss
     criterion = DiceCELoss(to_onehot_y=True, softmax=True)
 
     def batch_loss(model: CropSegmenter, generator: torch.Generator) -> torch.Tensor:
-        x, y = train.sample_batch(settings.batch_size, generator)
+        x, y = to_device(train.sample_batch(settings.batch_size, generator), model_device(model))
         return criterion(model(x), y)
 
     def val_loss(model: CropSegmenter) -> float:
-        losses = [criterion(model(x), y) * len(x) for x, y in val.all_batches(VAL_BATCH)]
+        dev = model_device(model)
+        losses = [criterion(model(x), y) * len(x) for x, y in (to_device(b, dev) for b in val.all_batches(VAL_BATCH))]
         return float(sum(losses) / len(val))
 
     # 3. train, 4. card
-    command = _command("segmentation", cache.manifest, Path(out), settings)
-    report = train_loop(lambda: CropSegmenter(**config), batch_loss, val_loss, settings=settings, out=out,
-                        kind="segmentation",
-                        identity=_identity(cache, split), n_train=len(split.train), n_val=len(split.val),
+    command = _command("segmentation", cache.manifest, Path(out), settings, init_from=init_from)
+    more = {"init_from": init["weights_sha256"]} if init else {}
+    report = train_loop(lambda: _started(CropSegmenter(**config), start), batch_loss, val_loss, settings=settings,
+                        out=out, kind="segmentation",
+                        identity=_identity(cache, split, **more), n_train=len(split.train), n_val=len(split.val),
                         resume=resume, progress=progress,
                         extra={"crop": {"spacing": list(cache.config.spacing), "size": list(cache.config.crop_size)},
-                               "labels": dict(LABELS), "data": _data_extra(cache, split)})
+                               "labels": dict(LABELS), "data": _data_extra(cache, split),
+                               **({"init_from": init} if init else {})})
     _write_card(report, cache, settings, command=command,
                 purpose="Segments liver, viable tumour, necrosis and Lipiodol on tumour-centred CT crops (MONAI "
                         "DynUNet); used to measure the world model's simulated outcomes.",
@@ -295,7 +382,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                    resume: bool = False, progress: bool | ProgressFn | None = True,
                    model_config: dict[str, Any] | None = None, cond_drop_prob: float = COND_DROP_PROB,
                    change_margin_mm: float = DEFAULT_CHANGE_MARGIN_MM, cache_dir: str | os.PathLike | None = None,
-                   schedule: dict[str, int] | None = None) -> TrainReport:
+                   schedule: dict[str, int] | None = None, device: str = "cpu", amp: bool = False,
+                   init_from: str | os.PathLike | None = None) -> TrainReport:
     """Train the latent dynamics model (`models.dynamics.TumourDynamicsModel`) on a trained autoencoder's latents.
 
     The crops are made with the autoencoder's own crop geometry (its ``extra["crop"]``). The checkpoint's ``extra``
@@ -306,35 +394,50 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
         autoencoder_dir: checkpoint made by `train_autoencoder`.
         cond_drop_prob: probability of training on the null plan (classifier-free guidance).
         change_margin_mm: margin of the change region (`pipelines.worldmodel.regions.change_region`).
+        init_from: a dynamics checkpoint to fine-tune; same network config, crop geometry, change margin and
+            autoencoder weights as this run; the default lr becomes `FINE_TUNE_LR`.
         Others as `train_autoencoder` (defaults `DEFAULTS["dynamics"]`).
 
     Raises:
         CheckpointNotFoundError: no usable autoencoder in ``autoencoder_dir`` (names the command that makes one).
+        ConfigError: ``init_from`` does not fit this run (what differs is named).
     """
     from models.dynamics import TumourDynamicsModel
 
     # 1. the autoencoder and its latents of the cached crops
     if not 0 <= cond_drop_prob < 1:
         raise ConfigError(f"cond_drop_prob must be in [0, 1), got {cond_drop_prob!r}.")
-    settings = _settings("dynamics", steps, batch_size, lr, seed, schedule)
+    settings = _settings("dynamics", steps, batch_size, lr, seed, schedule, device, amp,
+                         fine_tune=init_from is not None)
     autoencoder, ae_meta, ae_weights = _load_autoencoder(autoencoder_dir, manifest)
     ae_crop = ae_meta.extra.get("crop")
     if not ae_crop:
         raise ConfigError(f"The autoencoder in {autoencoder_dir} records no crop geometry (extra['crop']); "
                           "re-make it with `mewm train autoencoder`.")
     crop = CropConfig(tuple(ae_crop["spacing"]), tuple(ae_crop["size"]))
-    cache, split = _prepare(manifest, crop, cache_dir, progress)
-    train, val = (LatentPairs.from_cache(cache, autoencoder, part, change_margin_mm=change_margin_mm,
-                                         weights_key=ae_weights, progress=progress)
-                  for part in (split.train, split.val))
-
-    # 2. model, scheduler and loss
     latent_channels = int(ae_meta.config["latent_channels"])
     config = {"latent_channels": latent_channels,
               **(model_config if model_config is not None else MODEL_CONFIGS["dynamics"])}
     if config["latent_channels"] != latent_channels:
         raise ConfigError(f"The dynamics model's latent_channels={config['latent_channels']} differs from the "
                           f"autoencoder's {latent_channels} in {autoencoder_dir}.")
+    start, init = None, None
+    if init_from is not None:
+        saved_ae = (read_checkpoint_meta(init_from, kind="dynamics", command=f"mewm train dynamics --out {init_from}")
+                    .extra.get("autoencoder") or {})
+        start, init = _init_from(
+            "dynamics", init_from, lambda c: TumourDynamicsModel(**c), config,
+            {"spacing": list(crop.spacing), "size": list(crop.crop_size),
+             "change_margin_mm": float(change_margin_mm)}, manifest,
+            more={"autoencoder weights (sha256)": (saved_ae.get("weights_sha256"), ae_weights,
+                                                   f"Pass the autoencoder it was trained with "
+                                                   f"(--autoencoder {saved_ae.get('dir')}).")})
+    cache, split = _prepare(manifest, crop, cache_dir, progress)
+    train, val = (LatentPairs.from_cache(cache, autoencoder, part, change_margin_mm=change_margin_mm,
+                                         weights_key=ae_weights, progress=progress)
+                  for part in (split.train, split.val))
+
+    # 2. scheduler and loss
     scheduler = build_ddpm_scheduler()
     n_t = scheduler.num_train_timesteps
 
@@ -343,6 +446,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
         t = torch.randint(0, n_t, (b,), generator=generator)
         noise = torch.randn(batch.post.shape, generator=generator)
         keep = torch.rand(b, generator=generator) >= cond_drop_prob if drop else torch.ones(b, dtype=torch.bool)
+        # drawn on the CPU with the CPU generator (same stream on every device), then moved
+        batch, t, noise = to_device((batch, t, noise), model_device(model))
         context = model.encode_plans([p if k else None for p, k in zip(batch.plans, keep.tolist())])
         x_t = scheduler.add_noise(original_samples=batch.post, noise=noise, timesteps=t)
         return F.mse_loss(model(x_t, t, batch.pre, batch.masks, context), noise)
@@ -356,18 +461,20 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
         return float(sum(losses) / len(val))
 
     # 3. train, 4. card
-    command = _command("dynamics", cache.manifest, Path(out), settings, autoencoder=autoencoder_dir)
+    command = _command("dynamics", cache.manifest, Path(out), settings, autoencoder=autoencoder_dir,
+                       init_from=init_from)
     extra = {"scheduler": dict(DDPM_SCHEDULER),
              "crop": {"spacing": list(crop.spacing), "size": list(crop.crop_size),
                       "change_margin_mm": float(change_margin_mm)},
              "autoencoder": {"config": ae_meta.config, "scale_factor": float(autoencoder.scale_factor),
                              "weights_sha256": ae_weights, "dir": display_path(autoencoder_dir)},
              "cond_drop_prob": cond_drop_prob, "masks": "fraction of each latent cell (regions.latent_masks)",
-             "data": _data_extra(cache, split)}
-    report = train_loop(lambda: TumourDynamicsModel(**config), batch_loss, val_loss, settings=settings, out=out,
-                        kind="dynamics",
+             "data": _data_extra(cache, split), **({"init_from": init} if init else {})}
+    more = {"init_from": init["weights_sha256"]} if init else {}
+    report = train_loop(lambda: _started(TumourDynamicsModel(**config), start), batch_loss, val_loss,
+                        settings=settings, out=out, kind="dynamics",
                         identity=_identity(cache, split, autoencoder=ae_weights, cond_drop_prob=cond_drop_prob,
-                                           change_margin_mm=change_margin_mm),
+                                           change_margin_mm=change_margin_mm, **more),
                         n_train=len(split.train), n_val=len(split.val), resume=resume, progress=progress,
                         extra=extra)
     _write_card(report, cache, settings, command=command,

@@ -32,7 +32,7 @@ from pipelines.survival.data import SurvivalData, load_survival_data
 from pipelines.survival.features import COVARIATE_FEATURES, covariate_features, impute
 from pipelines.survival.model import (KINDS, BreslowBaseline, RiskPrediction, check_predict_inputs, kaplan_meier,
                                       prediction_from_log_risk, train_command, warn_imputed)
-from pipelines.training import LoopSettings, TrainReport, split_cases, train_loop
+from pipelines.training import LoopSettings, TrainReport, model_device, split_cases, to_device, train_loop
 from pipelines.volume import LABELS
 from pipelines.worldmodel.crops import CropConfig, random_flips
 
@@ -121,10 +121,12 @@ class SurvivalCrops:
 
     @torch.no_grad()
     def log_risk(self, model: torch.nn.Module) -> torch.Tensor:
-        """``(N,)`` log-risks of every case, unflipped, in order."""
-        out = [model(self.crops[s:s + EVAL_BATCH].float(), self.covariates[s:s + EVAL_BATCH])
+        """``(N,)`` log-risks of every case, unflipped, in order (computed on the model's device, returned on the
+        CPU as float32)."""
+        dev = model_device(model)
+        out = [model(*to_device((self.crops[s:s + EVAL_BATCH].float(), self.covariates[s:s + EVAL_BATCH]), dev))
                for s in range(0, len(self), EVAL_BATCH)]
-        return torch.cat(out)
+        return torch.cat(out).float().cpu()
 
 
 # ------------------------------------------------------------------------------------------------ prediction
@@ -216,7 +218,7 @@ def train_deep_model(manifest: str | os.PathLike, out: str | os.PathLike, *, ste
                      progress: bool | ProgressFn | None = True, post_labels: str = "segmented",
                      segmenter_dir: str | os.PathLike | None = None, model_config: dict[str, Any] | None = None,
                      crop: CropConfig | None = None, cache_dir: str | os.PathLike | None = None,
-                     schedule: dict[str, int] | None = None) -> TrainReport:
+                     schedule: dict[str, int] | None = None, device: str = "cpu", amp: bool = False) -> TrainReport:
     """Train the deep survival model on ``manifest`` into ``out`` (checkpoint, baseline, ``MODEL_CARD.md``).
 
     Args:
@@ -224,6 +226,8 @@ def train_deep_model(manifest: str | os.PathLike, out: str | os.PathLike, *, ste
         resume: continue the run saved in ``out``. model_config: `SurvivalCNN` keywords (default `MODEL_CONFIG`).
         post_labels, segmenter_dir, crop, cache_dir: as `load_survival_data`.
         schedule: ``log_every``/``val_every``/``checkpoint_every`` (default `SCHEDULE`).
+        device, amp: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"auto"``; bf16 autocast (CUDA only). The
+            crops are read on the CPU and each batch is moved to the device.
     """
     from models.survival import SurvivalCNN, cox_loss
     from pipelines.survival.train import write_deep_card
@@ -237,7 +241,7 @@ def train_deep_model(manifest: str | os.PathLike, out: str | os.PathLike, *, ste
     val = SurvivalCrops(data, split.val, means, scales, unused)
     settings = LoopSettings(steps=steps or DEEP_DEFAULTS["steps"], batch_size=batch_size or DEEP_DEFAULTS["batch_size"],
                             lr=lr or DEEP_DEFAULTS["lr"], seed=seed, weight_decay=DEEP_DEFAULTS["weight_decay"],
-                            **{**SCHEDULE, **(schedule or {})})
+                            device=device, amp=amp, **{**SCHEDULE, **(schedule or {})})
     config = {**MODEL_CONFIG, **(model_config or {})}
     beta = covariate_cox_coefficients(train, unused=unused) if config.get("covariate_skip") else None
 
@@ -255,7 +259,8 @@ def train_deep_model(manifest: str | os.PathLike, out: str | os.PathLike, *, ste
     # 2. losses
     def batch_loss(model: SurvivalCNN, generator: torch.Generator) -> torch.Tensor:
         x, cov, t, e = train.sample_batch(settings.batch_size, generator)
-        return cox_loss(model(x, cov), t, e, patient=torch.arange(len(t)))
+        x, cov = to_device((x, cov), model_device(model))
+        return cox_loss(model(x, cov).float().cpu(), t, e, patient=torch.arange(len(t)))
 
     def val_loss(model: SurvivalCNN) -> float:
         return float(cox_loss(val.log_risk(model), val.time, val.event))

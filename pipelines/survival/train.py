@@ -202,7 +202,7 @@ likelihood; survival curves, medians and RMST-60 come from the Breslow baseline 
   {clip}{resumed}
 - Final training loss {train_loss:.4f}; validation loss (all held-out patients in one risk set) {val_loss:.4f}
 - C-index: training {train_c:.3f} (optimistic), validation {val_c:.3f} ({n_val} patients)
-- {seconds:.0f} s ({s_per_step:.3f} s/step) with {threads} torch thread(s), CPU; trained {today}
+- {seconds:.0f} s ({s_per_step:.3f} s/step) {hardware}; trained {today}
 - Loss curve: `train_log.jsonl`
 
 ## Limitations
@@ -217,12 +217,12 @@ def write_deep_card(report, data: SurvivalData, settings, segmenter_dir=None) ->
     """``MODEL_CARD.md`` of a deep survival run (`pipelines.survival.deep.train_deep_model`)."""
     import json
 
-    import torch
-
     extra = report.extra
     command = _command("deep", data.cache.manifest.parent, report.out, steps=settings.steps,
                        batch_size=settings.batch_size, lr=f"{settings.lr:g}", seed=settings.seed,
-                       post_labels=data.post_source, segmenter=segmenter_dir)
+                       post_labels=data.post_source, segmenter=segmenter_dir,
+                       device=settings.device if settings.device != "cpu" else None)
+    command += " --amp" if settings.amp else ""
     text = DEEP_CARD.format(
         warm=("the linear covariate skip at the ridge Cox coefficients of the training covariates ("
               + ", ".join(f"{k} {v:+.2f}" for k, v in extra["warm_start"].items())
@@ -235,7 +235,7 @@ def write_deep_card(report, data: SurvivalData, settings, segmenter_dir=None) ->
         resumed=f"; resumed at step {report.start_step}" if report.start_step else "",
         train_loss=report.final_train_loss, val_loss=report.final_val_loss, train_c=extra["train_c_index"],
         val_c=extra["val_c_index"], seconds=report.seconds, s_per_step=report.seconds_per_step,
-        threads=torch.get_num_threads(), today=date.today().isoformat(),
+        hardware=report.hardware, today=date.today().isoformat(),
         limitations=LIMITATIONS.format(plan_limit=PLAN_LIMITS["blind"]))
     path = Path(report.out) / "MODEL_CARD.md"
     path.write_text(text)

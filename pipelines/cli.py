@@ -67,7 +67,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}.")
         torch.set_num_threads(args.threads)
     common = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=args.resume,
-                  progress=not args.quiet)
+                  progress=not args.quiet, device=args.device, amp=args.amp)
+    if args.init_from:
+        if args.model == "autoencoder":
+            raise ConfigError("--init-from is for `mewm train segmentation` and `mewm train dynamics`, not autoencoder.")
+        common["init_from"] = args.init_from
     if args.model == "dynamics":
         if not args.autoencoder:
             raise ConfigError("`mewm train dynamics` needs --autoencoder DIR (made by `mewm train autoencoder`).")
@@ -188,8 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
         tr.add_argument("--seed", type=int, default=0, help="random seed (same seed, same weights)")
         tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
         tr.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+        tr.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (cuda if torch sees a "
+                        "GPU); a GPU torch cannot use is an error, never a silent CPU run")
+        tr.add_argument("--amp", action="store_true", help="bf16 autocast of the forward passes (CUDA only)")
         tr.add_argument("--quiet", action="store_true", help="no progress bar")
-        tr.set_defaults(func=_cmd_train, model=model)
+        if model != "autoencoder":
+            tr.add_argument("--init-from", help=f"fine-tune this {model} checkpoint (e.g. models/weights/{model}); same "
+                            "network config and crops; default lr lowered (worldmodel.train.FINE_TUNE_LR)")
+        tr.set_defaults(func=_cmd_train, model=model, init_from=None)
 
     sim = sub.add_parser("simulate", help="simulate the post-TACE tumour of a case under one or more plans")
     sim.add_argument("--case", required=True,

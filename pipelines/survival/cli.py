@@ -28,8 +28,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     common: dict[str, Any] = dict(post_labels=args.post_labels, segmenter_dir=args.segmenter, progress=not args.quiet)
     if args.kind == "cox":
         deep_only = [f"--{k.replace('_', '-')}" for k in ("steps", "batch_size", "lr") if getattr(args, k) is not None]
-        if args.resume:
-            deep_only.append("--resume")
+        deep_only += [flag for flag, on in (("--resume", args.resume), ("--device", args.device != "cpu"),
+                                            ("--amp", args.amp)) if on]
         if deep_only:
             raise ConfigError(f"{', '.join(deep_only)} are for `--kind deep` only (the cox model is fitted in one go).")
         kwargs = {} if args.penalizer is None else {"penalizer": args.penalizer}
@@ -38,7 +38,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.penalizer is not None:
             raise ConfigError("--penalizer is for `--kind cox` only.")
         report = train.train_deep(args.manifest, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                  seed=args.seed, resume=args.resume, **common)
+                                  seed=args.seed, resume=args.resume, device=args.device, amp=args.amp, **common)
     print(report.summary())
     return 0
 
@@ -76,6 +76,9 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
     tr.add_argument("--lr", type=float, help="deep: learning rate (default 5e-4)")
     tr.add_argument("--seed", type=int, default=0, help="deep: random seed (same seed, same weights)")
     tr.add_argument("--resume", action="store_true", help="deep: continue the run saved in --out")
+    tr.add_argument("--device", default="cpu", help="deep: cpu (default), cuda, cuda:N, or auto (cuda if torch sees a "
+                    "GPU); a GPU torch cannot use is an error, never a silent CPU run")
+    tr.add_argument("--amp", action="store_true", help="deep: bf16 autocast of the forward passes (CUDA only)")
     tr.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=_cmd_train)

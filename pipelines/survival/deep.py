@@ -32,7 +32,8 @@ from pipelines.survival.data import SurvivalData, load_survival_data
 from pipelines.survival.features import COVARIATE_FEATURES, covariate_features, impute
 from pipelines.survival.model import (KINDS, BreslowBaseline, RiskPrediction, check_predict_inputs, kaplan_meier,
                                       prediction_from_log_risk, train_command, warn_imputed)
-from pipelines.training import LoopSettings, TrainReport, model_device, split_cases, to_device, train_loop
+from pipelines.training import (LoopSettings, TrainReport, model_device, resolve_device, split_cases, to_device,
+                                train_loop)
 from pipelines.volume import LABELS
 from pipelines.worldmodel.crops import CropConfig, random_flips
 
@@ -232,7 +233,8 @@ def train_deep_model(manifest: str | os.PathLike, out: str | os.PathLike, *, ste
     from models.survival import SurvivalCNN, cox_loss
     from pipelines.survival.train import write_deep_card
 
-    # 1. data, split, standardisation
+    # 1. data, split, standardisation (an unusable GPU fails first, before the crops are read)
+    resolve_device(device, amp=amp)
     data = load_survival_data(manifest, crop=crop, post_labels=post_labels, segmenter_dir=segmenter_dir,
                               cache_dir=cache_dir, progress=progress)
     split = split_cases(data.case_ids, source=f"The manifest {data.cache.manifest}", skipped=data.skipped)

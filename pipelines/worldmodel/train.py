@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from models.checkpoint import load_checkpoint, read_checkpoint_meta
 from models.errors import ConfigError
 from pipelines.progress import ProgressFn
-from pipelines.training import LoopSettings, TrainReport, model_device, split_cases, to_device, train_loop
+from pipelines.training import (LoopSettings, TrainReport, model_device, resolve_device, split_cases, to_device,
+                                train_loop)
 from pipelines.volume import LABELS
 from pipelines.worldmodel.crops import (AutoencoderCrops, CropCache, CropConfig, LatentPairs, SegmentationCrops,
                                         build_crop_cache)
@@ -106,8 +107,10 @@ def _settings(kind: str, steps, batch_size, lr, seed, schedule: dict[str, int] |
               amp: bool = False, fine_tune: bool = False) -> LoopSettings:
     d = DEFAULTS[kind]
     lr = lr or (FINE_TUNE_LR[kind] if fine_tune else d["lr"])
-    return LoopSettings(steps=steps or d["steps"], batch_size=batch_size or d["batch_size"], lr=lr,
-                        seed=seed, grad_clip=d.get("grad_clip", 1.0), device=device, amp=amp, **(schedule or {}))
+    settings = LoopSettings(steps=steps or d["steps"], batch_size=batch_size or d["batch_size"], lr=lr,
+                            seed=seed, grad_clip=d.get("grad_clip", 1.0), device=device, amp=amp, **(schedule or {}))
+    resolve_device(settings.device, amp=settings.amp)  # an unusable GPU fails now, before any crop is made
+    return settings
 
 
 def _geometry(crop: dict[str, Any]) -> str:

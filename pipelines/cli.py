@@ -68,9 +68,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     common = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=args.resume,
                   progress=not args.quiet, device=args.device, amp=args.amp)
-    if args.init_from:
-        if args.model == "autoencoder":
-            raise ConfigError("--init-from is for `mewm train segmentation` and `mewm train dynamics`, not autoencoder.")
+    if args.init_from:  # segmentation and dynamics only (the autoencoder's parser has no --init-from)
         common["init_from"] = args.init_from
     if args.model == "dynamics":
         if not args.autoencoder:

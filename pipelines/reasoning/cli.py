@@ -14,7 +14,8 @@ __all__ = ["register"]
 def _backend(args: argparse.Namespace):
     from pipelines.reasoning.backends import load_backend
 
-    return load_backend(args.config, backend=args.backend, model_dir=args.model_dir, threads=args.threads)
+    return load_backend(args.config, backend=args.backend, model_dir=args.model_dir, threads=args.threads,
+                        weights=args.weights)
 
 
 def _cmd_ask(args: argparse.Namespace) -> int:
@@ -91,6 +92,8 @@ def _add_backend_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("smollm2", "hf", "openai"), help="policy backend (default [reasoning])")
     p.add_argument("--model-dir", help="hf: causal-LM directory; smollm2: another GGUF file")
     p.add_argument("--threads", type=int, default=1, help="llama.cpp CPU threads for smollm2 (default 1)")
+    p.add_argument("--weights", default="q8_0", choices=("q8_0", "q4_1"),
+                   help="smollm2: the embedded model's Q8_0 copy (default; faster batched decoding) or the shipped Q4_1")
 
 
 def register(sub, groups) -> None:

@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from models.errors import ReasoningInputError
 from pipelines.progress import ProgressFn, resolve_progress
 from pipelines.reasoning.answers import is_correct
 from pipelines.reasoning.backends import Generation, PolicyBackend
@@ -56,6 +57,9 @@ def generate_file(path, backend: PolicyBackend, cache: Path, *, n: int, limit: i
         for line in cache.read_text().splitlines():
             if line.strip():
                 rec = json.loads(line)
+                if rec.get("model", backend.model) != backend.model:  # never mix two policies' candidates
+                    raise ReasoningInputError(f"{cache} holds candidates of {rec['model']}, not of {backend.model}: "
+                                              "evaluate into another --out folder.")
                 done[rec["id"]] = rec
     prefix = response_prefix()
     for k, item in enumerate(items):
@@ -65,7 +69,7 @@ def generate_file(path, backend: PolicyBackend, cache: Path, *, n: int, limit: i
                                          max_new_tokens=max_new_tokens, seed=seed)
             (samples,) = backend.complete(item.question, [prefix], n=n, temperature=temperature,
                                           max_new_tokens=max_new_tokens, seed=seed)
-            rec = {"id": item.id, "greedy": [greedy[0].__dict__], "samples": [g.__dict__ for g in samples],
+            rec = {"id": item.id, "model": backend.model, "greedy": [greedy[0].__dict__], "samples": [g.__dict__ for g in samples],
                    "seconds": round(time.perf_counter() - t0, 2)}
             with cache.open("a") as f:
                 f.write(json.dumps(rec) + "\n")

@@ -95,6 +95,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                             guidance=args.guidance, progress=None if args.quiet else TqdmProgress("simulate", "step"))
     out = write_simulation(result, args.out, info={"case": str(args.case), "weights": str(world.weights_dir)})
     print(volume_change_table(result))
+    if result.crop_note:
+        print(f"Note: {result.crop_note}")
     print(f"Wrote {out}")
     return 0
 

@@ -62,6 +62,9 @@ class WorldModelConfig:
     """The world model (autoencoder, dynamics, segmentation checkpoints) used by `mewm simulate` and the app."""
 
     weights_dir: str = str(REPO_ROOT / "models" / "weights")  # holds autoencoder/, dynamics/, segmentation/
+    # lesions larger than the training crop are simulated in a larger crop (same voxel size) up to this side, in
+    # voxels; set it to the training crop size (48) to refuse them instead
+    max_crop_voxels: int = 96
 
 
 @dataclass

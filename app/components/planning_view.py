@@ -101,6 +101,8 @@ def planning_view(result) -> None:
         st.warning("Missing covariates were replaced by the survival model's training means: "
                    f"{', '.join(result.imputed)}. The risks are estimates under that assumption.",
                    icon=":material/warning:")
+    if result.crop_note:
+        st.warning(result.crop_note, icon=":material/warning:")
     frame = ranked_frame(result)
     st.dataframe(frame, hide_index=True, key="planning.table")
     st.caption(f"{len(result.ranked)} plans scored by {result.settings['mode']} search; "

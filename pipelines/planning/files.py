@@ -89,6 +89,8 @@ def planning_table_text(result, top: int = 10) -> str:
     if result.imputed:
         lines.append(f"Missing covariates replaced by the survival model's training means: "
                      f"{', '.join(result.imputed)}; the risks are estimates under that assumption.")
+    if result.crop_note:
+        lines.append(result.crop_note)
     lines.append(DISCLAIMER)
     return "\n".join(lines)
 
@@ -139,6 +141,8 @@ def planning_report_html(result, top: int = 5, info: dict[str, Any] | None = Non
     if result.imputed:
         parts.append(f"<p class='warn'>Missing covariates replaced by the survival model's training means: "
                      f"{esc(', '.join(result.imputed))}; the risks are estimates under that assumption.</p>")
+    if result.crop_note:
+        parts.append(f"<p class='warn'>{esc(result.crop_note)}</p>")
     st = result.settings
     parts += [f"<h2>Ranked plans</h2><p>{len(result.ranked)} plans scored by {esc(st['mode'])} search, "
               f"{st['samples']} simulated outcomes each (seed {st['seed']}, {st['steps']} DDIM steps, guidance "

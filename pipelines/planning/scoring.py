@@ -98,6 +98,7 @@ class PlanScorer:
     pre_labels: np.ndarray | None = None
     region: np.ndarray | None = None
     crop: Any = None  # the `CropSample` of the simulations (geometry of the crop grid)
+    crop_note: str | None = None  # `SimulationResult.crop_note` of the simulations (an enlarged crop)
     imputed: set[str] = field(default_factory=set)  # covariates the survival model had to impute for this case
     timings: dict[str, float] = field(default_factory=lambda: {"simulate": 0.0, "survival": 0.0})
 
@@ -116,6 +117,7 @@ class PlanScorer:
             if self.pre_hu is None:
                 self.pre_hu, self.pre_labels, self.region = result.pre_hu, result.pre_labels, result.region
                 self.crop = result.crop
+                self.crop_note = result.crop_note
             voxel_ml = float(np.prod(result.crop.spacing)) / 1000.0
             t0 = time.perf_counter()
             for sim in result.plans:

@@ -68,6 +68,7 @@ class PlanningResult:
     crop: Any = field(default=None, repr=False)  # `CropSample`: the crop grid (affine) of pre_hu and simulations
     requested_evaluations: int = 0  # candidate evaluations the search asked for, repeats included
     imputed: tuple[str, ...] = ()  # covariates missing for this case, replaced by the survival model's training means
+    crop_note: str | None = None  # set when the lesion needed a crop larger than the world model's training crop
 
     def best(self) -> PlanScore:
         return self.ranked[0]
@@ -85,7 +86,7 @@ class PlanningResult:
             "ranked": [dict(rank=i + 1, **s.to_dict()) for i, s in enumerate(self.ranked)],
             "denoiser_passes": self.denoiser_passes, "simulate_calls": self.simulate_calls,
             "simulated_samples": self.simulated_samples, "requested_evaluations": self.requested_evaluations,
-            "imputed_covariates": list(self.imputed),
+            "imputed_covariates": list(self.imputed), "crop_note": self.crop_note,
             "timings_s": self.timings,
             "notice": "Research use only; not for clinical use. Risks come from models trained on synthetic data.",
         })
@@ -270,4 +271,4 @@ def plan_case(case: Case, world: Any, survival: Any, proposal: Any = None, *, mo
                           simulated_samples=scorer.simulated_samples, timings=timings,
                           requested_evaluations=scorer.requested, imputed=tuple(sorted(scorer.imputed)),
                           simulations=scorer.simulations, pre_hu=scorer.pre_hu, pre_labels=scorer.pre_labels,
-                          crop=scorer.crop)
+                          crop=scorer.crop, crop_note=scorer.crop_note)

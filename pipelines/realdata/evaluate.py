@@ -132,7 +132,7 @@ def evaluate_realdata(cohort: str | os.PathLike, *, weights_dir: str | os.PathLi
         sims = result.plans[0].labels
         sources = {"none": [pre], "simulated": list(sims)}
         if case.post_labels is not None:
-            sample = preprocess_case(case, spacing=crop.spacing, crop_size=crop.crop_size)
+            sample = preprocess_case(case, spacing=result.crop.spacing, crop_size=result.crop.crop_size)
             sources["observed"] = [sample.post_labels[0].numpy().astype(np.uint8)]
         feats, viable = {}, {}
         for name, posts in sources.items():

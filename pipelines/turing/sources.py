@@ -131,6 +131,9 @@ def cohort_sources(manifest: str | os.PathLike, world, n_real: int, n_synthetic:
                 except (CaseIOError, PlanValidationError) as e:
                     skipped.append(f"{record.case_id}: cannot simulate ({e})")
                 else:
+                    if result.enlarged_crop:  # its crop would not match the real items' size (and is extrapolated)
+                        skipped.append(f"{record.case_id}: lesion larger than the model's training crop")
+                        continue
                     sim = result.plans[0]
                     for t in range(k):
                         crops.append(SourceCrop(

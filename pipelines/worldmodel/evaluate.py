@@ -59,7 +59,7 @@ TARGETS = {"action_sensitivity_ratio": ">= 2", "action_sensitivity_outcome_ratio
 PRE_CT_TOLERANCE_HU = 0.5  # the cohort stores HU as int16: regenerated and stored CT differ by rounding only
 
 
-def _truth_crop(case: Case, cf, crop: CropConfig):
+def _truth_crop(case: Case, cf, crop: CropConfig | Any):
     """The counterfactual post pair cropped exactly like the simulation (same case, lesion and crop geometry)."""
     if np.max(np.abs(cf.ct.array - case.ct.array)) > PRE_CT_TOLERANCE_HU or not np.array_equal(
             cf.labels.array, case.labels.array):
@@ -179,16 +179,17 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
         t0 = time.perf_counter()
         pre_hu, pre_labels, region = result.pre_hu, result.pre_labels, result.region
         for plan, sim in zip(plans, result.plans):
-            tc = _truth_crop(case, render_counterfactual(truth, plan, cohort.size), world.crop)
+            tc = _truth_crop(case, render_counterfactual(truth, plan, cohort.size), result.crop)
             truth_hu = unwindow_hu(tc.post_image[0].numpy())
             truth_labels = tc.post_labels[0].numpy()
             # 4. per-pair figures
-            pairs.append(_pair_row(case.case_id, plan, sim, truth_hu, truth_labels, pre_hu, pre_labels, region,
-                                   voxel_ml))
-            real.append(_masked(truth_hu, region))
-            fake.append(_masked(sim.crops_hu[0], region))
-            base.append(_masked(pre_hu, region))
-            groups.append(case.case_id)
+            pairs.append({**_pair_row(case.case_id, plan, sim, truth_hu, truth_labels, pre_hu, pre_labels, region,
+                                      voxel_ml), "enlarged_crop": result.enlarged_crop})
+            if not result.enlarged_crop:  # the C2ST classifier takes one crop size: the training crop's
+                real.append(_masked(truth_hu, region))
+                fake.append(_masked(sim.crops_hu[0], region))
+                base.append(_masked(pre_hu, region))
+                groups.append(case.case_id)
         seconds["truth"] += time.perf_counter() - t0
         outputs = np.stack([sim.crops_hu for sim in result.plans])  # (P, T, X, Y, Z)
         sensitivity.append(metrics.action_sensitivity(outputs, region))
@@ -211,6 +212,8 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
     between = float(np.mean([s.between_plans for s in sensitivity]))
     within = float(np.mean([s.within_plan for s in sensitivity]))
     true_change = [r["true_viable_change_ml"] for r in pairs]
+    by_crop = {name: [r for r in pairs if r["enlarged_crop"] == flag] for name, flag in (("training", False),
+                                                                                         ("enlarged", True))}
     lip_rows = [r for r in pairs if r["has_lipiodol"]]
     lip = metrics.mean_finite(r["lipiodol_dice"] for r in lip_rows)
     m = {
@@ -232,7 +235,12 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
             metrics.spearman([r["pred_viable_change_ml"] for r in pairs], true_change),
             TARGETS["viable_change_spearman"], baseline=metrics.spearman([0.0] * len(pairs), true_change),
             n_pairs=len(pairs), note="predicted (mean over samples) vs true viable-tumour change in the crop, ml; "
-                                     "the baseline predicts no change (undefined correlation)"),
+                                     "the baseline predicts no change (undefined correlation)",
+            **{f"{name}_crop_{k}": v for name, rows in by_crop.items() for k, v in (
+                ("pairs", len(rows)),
+                ("spearman", metrics.spearman([r["pred_viable_change_ml"] for r in rows],
+                                              [r["true_viable_change_ml"] for r in rows]) if len(rows) > 2
+                 else float("nan")))}),
         "viable_change_mae_ml": metric_entry(
             _mae(pairs, "pred_viable_change_ml", "true_viable_change_ml"),
             baseline=metrics.mean_finite(abs(c) for c in true_change).mean),
@@ -250,7 +258,8 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
         "c2st_accuracy": metric_entry(c2st.accuracy, TARGETS["c2st_accuracy"], baseline=c2st_base.accuracy,
                                       n_train=c2st.n_train, n_test=c2st.n_test, epochs=c2st.epochs,
                                       note="true post crops vs sample 0 of each simulation, change region only, "
-                                           "patient-disjoint halves; 0.5 = indistinguishable"),
+                                           "patient-disjoint halves, patients simulated in the training crop only "
+                                           "(one input size); 0.5 = indistinguishable"),
     }
     seconds["total"] = time.perf_counter() - start
     seconds["per_plan"] = seconds["simulate"] / len(pairs)
@@ -264,7 +273,7 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
         "cohort": {"path": display_path(cohort.root), "seed": cohort.seed, "n": len(records), "grid": list(cohort.size)},
         "config": {"patients": patients, "patients_evaluated": evaluated, "plans_per_patient": plans_per_patient,
                    "samples": samples, "seed": seed, "steps": steps, "guidance": guidance,
-                   "c2st_epochs": c2st_epochs, "crop": world.crop.to_dict(),
+                   "c2st_epochs": c2st_epochs, "crop": world.crop.to_dict(), "max_crop_voxels": world.max_crop_voxels,
                    "change_margin_mm": world.change_margin_mm},
         "machine": machine_info(), "metrics": m, "pairs": pairs, "skipped": skipped, "timing_s": seconds,
     }
@@ -384,6 +393,15 @@ def _card_text(report: dict[str, Any], out: Path) -> str:
               f"- Machine: {machine['platform']}, {machine['cpu_count']} CPUs, torch {machine['torch']} "
               f"({machine['torch_threads']} threads){', GPU ' + machine['cuda'] if machine['cuda'] else ''}",
               f"- Time: {report['timing_s']['total']:.0f} s; full report: `{out.name}`"]
+    sp = report["metrics"].get("viable_change_spearman", {})
+    if sp.get("enlarged_crop_pairs"):
+        enlarged = len({r["case_id"] for r in report["pairs"] if r.get("enlarged_crop")})
+        lines.append(f"- Lesions larger than the training crop: {enlarged} patient(s) simulated in an enlarged crop "
+                     f"(same voxel size, up to {report['config'].get('max_crop_voxels')} voxels a side); "
+                     f"viable-change Spearman {_fmt(sp['training_crop_spearman'])} on the "
+                     f"{sp['training_crop_pairs']} training-crop pairs, {_fmt(sp['enlarged_crop_spearman'])} on the "
+                     f"{sp['enlarged_crop_pairs']} enlarged-crop pairs; the C2ST uses training-crop patients only")
     if report.get("skipped"):
-        lines.append(f"- Skipped: {len(report['skipped'])} patient(s) whose lesion does not fit the model's crop")
+        lines.append(f"- Skipped: {len(report['skipped'])} patient(s) whose lesion does not fit the largest allowed "
+                     "crop")
     return "\n".join(lines)

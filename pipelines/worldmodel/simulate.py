@@ -2,8 +2,10 @@
 
 `simulate` (also `WorldModel.simulate`) is one recipe:
 
-1. check the inputs (plans parsed and validated, a tumour mask, the lesion inside the model's crop, counts ≥ 1);
-2. crop the case with `pipelines.preprocess.preprocess_case`, using the crop the dynamics model was trained on;
+1. check the inputs (plans parsed and validated, a tumour mask, counts ≥ 1);
+2. crop the case with `pipelines.preprocess.preprocess_case` at the spacing and size the dynamics model was trained
+   on; a lesion larger than that crop gets the smallest larger crop that holds it (`fitting_crop`, flagged in the
+   result), up to ``WorldModel.max_crop_voxels``;
 3. encode the pre-treatment crop once; build the tumour / change-region masks at latent resolution
    (`pipelines.worldmodel.regions.latent_masks`, the trainer's own function);
 4. ONE batched DDIM loop (MONAI ``DDIMScheduler``, η = 0) over all P plans × T samples, with classifier-free guidance
@@ -44,7 +46,7 @@ from pipelines.worldmodel.regions import change_region, latent_masks
 from pipelines.worldmodel.weights import WorldModel
 
 __all__ = ["STRUCTURES", "EDGE_SIGMA_VOXELS", "StructureSummary", "PlanSimulation", "PastedSample",
-           "SimulationResult", "simulate", "parse_plans", "sample_noise"]
+           "SimulationResult", "simulate", "parse_plans", "sample_noise", "crop_sizes", "fitting_crop"]
 
 # Structures whose volumes are reported: name -> label (`pipelines.volume.LABELS`).
 STRUCTURES: dict[str, int] = {"viable_tumour": LABELS["tumour"], "necrosis": LABELS["necrosis"],
@@ -132,6 +134,23 @@ class SimulationResult:
     timings: dict[str, float] = field(default_factory=dict)
     denoiser_passes: int = 0
     denoiser_rows: int = 0
+    training_crop_size: tuple[int, int, int] | None = None
+
+    @property
+    def enlarged_crop(self) -> bool:
+        """The lesion did not fit the training crop, so a larger crop (same spacing) was simulated."""
+        return self.training_crop_size is not None and tuple(self.crop.crop_size) != tuple(self.training_crop_size)
+
+    @property
+    def crop_note(self) -> str | None:
+        """What a user must know about the crop, or ``None`` (shown by the CLI, the pages and the reports)."""
+        if not self.enlarged_crop:
+            return None
+        field_mm = " × ".join(f"{s * v:.0f}" for s, v in zip(self.crop.crop_size, self.crop.spacing))
+        train_mm = " × ".join(f"{s * v:.0f}" for s, v in zip(self.training_crop_size, self.crop.spacing))
+        return (f"The lesion is larger than the model's {train_mm} mm training crop, so it was simulated in an "
+                f"enlarged {field_mm} mm crop at the same voxel size: outside the training distribution; "
+                "interpret with extra caution.")
 
     @property
     def seconds(self) -> float:
@@ -143,7 +162,8 @@ class SimulationResult:
             "case_id": self.case_id, "samples": self.samples, "seed": self.seed, "steps": self.steps,
             "guidance": self.guidance, "crop": {"spacing_mm": list(self.crop.spacing),
                                                 "crop_size": list(self.crop.crop_size),
-                                                "centre_world_mm": list(self.crop.centre_world)},
+                                                "centre_world_mm": list(self.crop.centre_world),
+                                                "enlarged": self.enlarged_crop, "note": self.crop_note},
             "pre_volumes_ml": self.pre_volumes, "plans": [p.to_dict() for p in self.plans],
             "timings_s": self.timings, "denoiser_passes": self.denoiser_passes, "denoiser_rows": self.denoiser_rows,
         })
@@ -202,23 +222,50 @@ def _count(name: str, value: Any) -> int:
     return int(value)
 
 
-def _check_lesion_fits(case: Case, crop: CropSample) -> None:
-    """Raise `LesionTooLargeError` when the centred lesion reaches beyond the crop (or is larger than it)."""
+def _lesion_fits(case: Case, crop: CropSample) -> bool:
+    """Whether the centred lesion lies wholly inside ``crop``."""
     lesion = lesion_components(case.tumour_mask())[crop.lesion_index]
     to_crop = np.linalg.inv(crop.crop_affine) @ case.ct.affine
     ijk = np.argwhere(lesion).astype(np.float64)
     at = ijk @ to_crop[:3, :3].T + to_crop[:3, 3]
     size = np.asarray(crop.crop_size, dtype=np.float64)
-    if np.all(at.min(axis=0) >= -0.5) and np.all(at.max(axis=0) <= size - 0.5):
-        return
-    world = ijk @ case.ct.affine[:3, :3].T
-    extent = np.ptp(world, axis=0) + case.ct.spacing
-    field_mm = size * np.asarray(crop.spacing)
+    return bool(np.all(at.min(axis=0) >= -0.5) and np.all(at.max(axis=0) <= size - 0.5))
+
+
+def crop_sizes(world: WorldModel) -> list[tuple[int, int, int]]:
+    """The crops `simulate` tries, smallest first: the training crop, then each side grown by `WorldModel.crop_step`
+    voxels (same spacing) up to ``world.max_crop_voxels``."""
+    base, step = world.crop.crop_size, world.crop_step
+    sizes = [tuple(base)]
+    while max(sizes[-1]) + step <= world.max_crop_voxels:
+        sizes.append(tuple(s + step for s in sizes[-1]))
+    return sizes
+
+
+def fitting_crop(world: WorldModel, case: Case) -> CropSample:
+    """The smallest crop of `crop_sizes` that holds the whole lesion (the training crop whenever it fits).
+
+    A larger crop keeps the voxel size, so the tumour looks as in training; the networks are convolutional and see
+    only more surrounding liver. Such simulations are flagged (`SimulationResult.enlarged_crop`) and evaluated
+    separately (``mewm eval dynamics``).
+
+    Raises:
+        LesionTooLargeError: the lesion does not fit even the largest crop.
+    """
+    for size in crop_sizes(world):
+        crop = preprocess_case(case, spacing=world.crop.spacing, crop_size=size)
+        if _lesion_fits(case, crop):
+            return crop
+    lesion = lesion_components(case.tumour_mask())[crop.lesion_index]
+    world_ijk = np.argwhere(lesion).astype(np.float64) @ case.ct.affine[:3, :3].T
+    extent = np.ptp(world_ijk, axis=0) + case.ct.spacing
+    field_mm = np.asarray(crop.crop_size) * np.asarray(crop.spacing)
     raise LesionTooLargeError(
         f"Case {case.case_id!r}: the lesion (about {' × '.join(f'{e:.0f}' for e in extent)} mm) does not fit in "
-        f"the dynamics model's {' × '.join(f'{f:.0f}' for f in field_mm)} mm crop centred on it, so the model "
-        f"cannot simulate all of it. Use weights trained with a larger crop (mewm train ... with a larger crop "
-        f"size or spacing), or check the tumour mask.")
+        f"the largest crop the world model allows ({' × '.join(f'{f:.0f}' for f in field_mm)} mm, "
+        f"[worldmodel] max_crop_voxels = {world.max_crop_voxels}), so the model cannot simulate all of it. Raise "
+        f"max_crop_voxels (slower, further from the {' × '.join(map(str, world.crop.crop_size))}-voxel training "
+        f"crop), use weights trained with a larger crop, or check the tumour mask.")
 
 
 def sample_noise(seed: int, samples: int, shape: Sequence[int]) -> torch.Tensor:
@@ -317,7 +364,7 @@ def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan |
 
     Raises:
         PlanValidationError: an invalid plan, or an agent the dynamics model was not trained on.
-        EmptyMaskError: the case has no tumour mask. LesionTooLargeError: the lesion does not fit the crop.
+        EmptyMaskError: the case has no tumour mask. LesionTooLargeError: the lesion does not fit even the largest allowed crop.
         ValueError: samples or steps < 1, a non-finite guidance, a non-integer seed.
     """
     start = time.perf_counter()
@@ -339,8 +386,7 @@ def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan |
     _scheduler(world, steps)  # steps within the schedule
 
     # 2. crop as in training
-    crop = preprocess_case(case, spacing=world.crop.spacing, crop_size=world.crop.crop_size)
-    _check_lesion_fits(case, crop)
+    crop = fitting_crop(world, case)
     pre = crop.image.as_tensor()[None].float()  # (1, 1, X, Y, Z) in [-1, 1]
     pre_labels = crop.labels[0].cpu().numpy().astype(np.uint8)
     region = change_region(pre_labels, world.change_margin_mm, crop.spacing)
@@ -406,4 +452,4 @@ def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan |
         case_id=case.case_id, plans=results, pre_hu=unwindow_hu(pre[0, 0]).numpy().astype(np.float32),
         pre_labels=pre_labels, pre_volumes=pre_volumes, region=region, crop=crop, case=case, samples=samples,
         seed=int(seed), steps=steps, guidance=guidance, timings=timings, denoiser_passes=passes,
-        denoiser_rows=rows_per_step)
+        denoiser_rows=rows_per_step, training_crop_size=tuple(world.crop.crop_size))

@@ -64,6 +64,8 @@ class WorldModel:
         scheduler: noise-schedule keywords (`DDIM_KEYS`).
         weights_dir: where they were loaded from.
         max_batch: most rows one denoiser call may take (classifier-free guidance rows included).
+        max_crop_voxels: largest crop side (voxels) `simulate` may enlarge the training crop to when a lesion does
+            not fit in it (in steps of `crop_step`, same spacing); equal to the training crop size to disable.
     """
 
     autoencoder: CropAutoencoder
@@ -74,7 +76,15 @@ class WorldModel:
     scheduler: dict[str, Any]
     weights_dir: Path
     max_batch: int = 64
+    max_crop_voxels: int = 96
     metas: dict[str, CheckpointMeta] = field(default_factory=dict, repr=False)
+
+    @property
+    def crop_step(self) -> int:
+        """Crop sides must be multiples of this (voxels): the autoencoder's down-sampling times the dynamics UNet's,
+        and the segmenter's divisor."""
+        dynamics_levels = len(self.dynamics.config.get("channels", (32, 64, 64))) - 1
+        return math.lcm(self.autoencoder.downsampling * 2 ** dynamics_levels, self.segmenter.divisor)
 
     @property
     def device(self) -> torch.device:
@@ -141,23 +151,27 @@ def _check_autoencoder(trained_on: dict, ae_meta: CheckpointMeta, root: Path) ->
                 f"dynamics model was trained on (sha256 {expected[:12]}…), so its latents mean something else. {fix}")
 
 
-def load_world_model(weights_dir: str | os.PathLike | None = None, max_batch: int = 64) -> WorldModel:
+def load_world_model(weights_dir: str | os.PathLike | None = None, max_batch: int = 64,
+                     max_crop_voxels: int | None = None) -> WorldModel:
     """Load ``autoencoder/``, ``dynamics/`` and ``segmentation/`` from ``weights_dir`` and check they fit together.
 
     Args:
         weights_dir: the weights folder; default the configured ``[worldmodel] weights_dir`` (``models/weights``;
             environment override ``MEWM_WORLDMODEL__WEIGHTS_DIR``).
         max_batch: most rows per denoiser call in `WorldModel.simulate`.
+        max_crop_voxels: `WorldModel.max_crop_voxels`; default the configured ``[worldmodel] max_crop_voxels``.
 
     Raises:
         CheckpointNotFoundError: a checkpoint is missing or unreadable, or the three do not fit together (the
             dynamics model was trained on another autoencoder, or the crop size does not suit the networks); the
             message names the ``mewm train`` command that makes the checkpoint to replace.
     """
-    if weights_dir is None:
+    if weights_dir is None or max_crop_voxels is None:
         from pipelines.config import load_config
 
-        weights_dir = load_config().worldmodel.weights_dir
+        config = load_config().worldmodel
+        weights_dir = config.weights_dir if weights_dir is None else weights_dir
+        max_crop_voxels = config.max_crop_voxels if max_crop_voxels is None else max_crop_voxels
     root = Path(weights_dir).expanduser()
     if max_batch < 2:
         raise ValueError(f"load_world_model: max_batch must be >= 2 (classifier-free guidance pairs), got "
@@ -188,4 +202,5 @@ def load_world_model(weights_dir: str | os.PathLike | None = None, max_batch: in
                 f"{name} network needs. Re-make it with `{TRAIN_COMMANDS[name]}` for that crop size.")
     return WorldModel(autoencoder=autoencoder, dynamics=dynamics, segmenter=segmenter, crop=crop,
                       change_margin_mm=margin, scheduler=scheduler, weights_dir=root, max_batch=int(max_batch),
+                      max_crop_voxels=int(max_crop_voxels),
                       metas={"autoencoder": ae_meta, "dynamics": dyn_meta, "segmentation": seg_meta})

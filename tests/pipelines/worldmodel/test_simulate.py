@@ -127,9 +127,24 @@ def test_case_without_tumour_raises_empty_mask(world):
         world.simulate(make_case("liver-only", tumour_radius_mm=None), PLAN_A, **FAST)
 
 
-def test_lesion_larger_than_the_crop_raises(world):
-    with pytest.raises(LesionTooLargeError, match="80 × 80 × 80 mm crop"):
-        world.simulate(make_case("huge", tumour_radius_mm=45.0), PLAN_A, **FAST)
+def test_lesion_larger_than_the_training_crop_is_simulated_in_a_flagged_larger_crop(world, result):
+    from pipelines.worldmodel.simulate import crop_sizes
+
+    assert world.crop_step == 16 and crop_sizes(world)[:3] == [(16, 16, 16), (32, 32, 32), (48, 48, 48)]
+    assert not result.enlarged_crop and result.crop_note is None and not result.to_dict()["crop"]["enlarged"]
+    big = world.simulate(make_case("huge", tumour_radius_mm=45.0), [PLAN_A, PLAN_B], **FAST)
+    assert big.enlarged_crop and tuple(big.crop.crop_size) == (32, 32, 32) and big.crop.spacing == (5.0, 5.0, 5.0)
+    assert big.plans[0].crops_hu.shape == (2, 32, 32, 32) and big.region.shape == (32, 32, 32)
+    assert "80 × 80 × 80 mm training crop" in big.crop_note and "160 × 160 × 160 mm" in big.crop_note
+    assert big.to_dict()["crop"]["note"] == big.crop_note
+    lesion = big.pre_labels >= 2
+    assert lesion.sum() * 0.125 == pytest.approx(4 / 3 * np.pi * 4.5 ** 3, rel=0.15), "the whole lesion is inside"
+
+
+def test_lesion_larger_than_the_largest_allowed_crop_raises(weights_dir):
+    strict = load_world_model(weights_dir, max_crop_voxels=16)
+    with pytest.raises(LesionTooLargeError, match="80 × 80 × 80 mm, \\[worldmodel\\] max_crop_voxels = 16"):
+        strict.simulate(make_case("huge", tumour_radius_mm=45.0), PLAN_A, **FAST)
 
 
 def test_paste_back_changes_only_the_change_region(result, case):

@@ -188,3 +188,42 @@ def test_cli_device_flags_give_one_line_errors(cohort, tmp_path, tiny_defaults, 
     assert main(["train", "survival", "--kind", "deep", *base, "--device", "cuda:0"]) == 2
     assert "--device cuda:0: torch sees no CUDA GPU" in capsys.readouterr().err
     assert main(["train", "segmentation", *base, "--device", "cpu", "--steps", "1", "--batch-size", "2"]) == 0
+
+
+# ------------------------------------------------------------------------------------------------ on a real GPU
+# Skipped on this project's CPU-only machines; run them where torch sees a CUDA GPU:
+#   .venv/bin/python -m pytest -q tests/pipelines/worldmodel/test_training_device.py -k gpu
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_gpu
+def test_gpu_training_saves_cpu_tensors_and_resumes_on_the_cpu(cohort, tmp_path):
+    first = _segment(cohort, tmp_path / "seg", device="cuda")
+    assert first.device.startswith("cuda") and "on cuda:" in (first.out / "MODEL_CARD.md").read_text()
+    state = torch.load(first.out / STATE_FILE, map_location="cpu", weights_only=False)
+    assert all(t.device.type == "cpu" for t in _tensors([state["model"], state["optimiser"]]))
+    resumed = train_segmentation(cohort, tmp_path / "seg", steps=4, batch_size=2, progress=False, schedule=FAST,
+                                 model_config=TINY_SEG, crop=TINY_CROP, resume=True, device="cpu")
+    assert resumed.start_step == 2 and resumed.device == "cpu" and resumed.final_val_loss > 0
+
+
+@needs_gpu
+def test_gpu_training_follows_the_cpu_run_and_amp_runs(cohort, tmp_path):
+    cpu = _segment(cohort, tmp_path / "cpu")
+    gpu = _segment(cohort, tmp_path / "gpu", device="cuda")
+    # same start and batches; cuDNN convolutions may use TF32, hence the tolerance
+    assert gpu.final_train_loss == pytest.approx(cpu.final_train_loss, rel=1e-2)
+    amp = _segment(cohort, tmp_path / "amp", device="cuda", amp=True)
+    assert amp.final_train_loss == pytest.approx(cpu.final_train_loss, rel=5e-2)
+    assert "bf16 autocast" in (amp.out / "MODEL_CARD.md").read_text()
+
+
+@needs_gpu
+def test_gpu_dynamics_training(cohort, tmp_path_factory, tmp_path):
+    from wm_training_helpers import TINY_DYN, tiny_autoencoder
+
+    from pipelines.worldmodel.train import train_dynamics
+
+    report = train_dynamics(cohort, tiny_autoencoder(tmp_path_factory), tmp_path / "dyn", steps=2, batch_size=2,
+                            progress=False, schedule=FAST, model_config=TINY_DYN, device="cuda", amp=True)
+    assert report.device.startswith("cuda") and report.final_val_loss > 0

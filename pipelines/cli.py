@@ -197,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
         tr.add_argument("--amp", action="store_true", help="bf16 autocast of the forward passes (CUDA only)")
         tr.add_argument("--quiet", action="store_true", help="no progress bar")
         if model != "autoencoder":
-            tr.add_argument("--init-from", help=f"fine-tune this {model} checkpoint (e.g. models/weights/{model}); same "
-                            "network config and crops; default lr lowered (worldmodel.train.FINE_TUNE_LR)")
+            tr.add_argument("--init-from", help=f"fine-tune this {model} checkpoint (e.g. models/weights/{model}); "
+                            "same network config and crops; default lr lowered (worldmodel.train.FINE_TUNE_LR)")
         tr.set_defaults(func=_cmd_train, model=model, init_from=None)
 
     sim = sub.add_parser("simulate", help="simulate the post-TACE tumour of a case under one or more plans")

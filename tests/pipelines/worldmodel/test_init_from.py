@@ -97,7 +97,8 @@ def test_dynamics_fine_tuning_checks_the_change_margin(cohort, autoencoder, tmp_
     kw = {"batch_size": 2, "progress": False, "schedule": FAST, "model_config": TINY_DYN}
     base = train_dynamics(cohort, autoencoder, tmp_path / "dyn", steps=1, **kw)
     tuned = train_dynamics(cohort, autoencoder, tmp_path / "tuned", steps=1, init_from=base.out, **kw)
-    assert tuned.extra["init_from"]["weights_sha256"] == hashlib.sha256((base.out / "model.pt").read_bytes()).hexdigest()
+    sha = hashlib.sha256((base.out / "model.pt").read_bytes()).hexdigest()
+    assert tuned.extra["init_from"]["weights_sha256"] == sha
     with pytest.raises(ConfigError, match="change margin 10 mm; this run's are .* change margin 5 mm"):
         train_dynamics(cohort, autoencoder, tmp_path / "y", steps=1, init_from=base.out, change_margin_mm=5.0, **kw)
 

@@ -127,8 +127,8 @@ def resolve_device(spec: str = "cpu", *, amp: bool = False, flag: str = "--devic
     if not torch.cuda.is_available():
         build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
         raise DeviceUnavailableError(f"{flag} {spec}: torch sees no CUDA GPU on this machine "
-                                     f"(torch {torch.__version__}, {build}). Use {flag} cpu (or auto), or install a CUDA build of torch on a "
-                                     "GPU machine.")
+                                     f"(torch {torch.__version__}, {build}). Use {flag} cpu (or auto), or install a "
+                                     "CUDA build of torch on a GPU machine.")
     device = torch.device(spec)
     index = torch.cuda.current_device() if device.index is None else device.index
     if index >= torch.cuda.device_count():

@@ -308,10 +308,10 @@ def train_loop(build_model: Callable[[], nn.Module],
         ModelOutputError: the loss became NaN or infinite.
     """
     # 1. prepare: output folder, RNGs, optimiser, state
+    device = resolve_device(settings.device, amp=settings.amp)  # an unusable GPU fails before anything is written
     out = Path(out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     state_path, log_path = out / STATE_FILE, out / LOG_FILE
-    device = resolve_device(settings.device, amp=settings.amp)
     torch.manual_seed(settings.seed)
     model = build_model().to(device)  # built on the CPU (same seed, same initial weights), then moved
     autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if settings.amp

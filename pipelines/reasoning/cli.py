@@ -49,7 +49,8 @@ def _cmd_train_prm(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     report = train_prm(args.trees, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                       seed=args.seed, resume=args.resume, progress=not args.quiet)
+                       seed=args.seed, resume=args.resume, progress=not args.quiet,
+                       consistency_data=args.consistency_data, consistency_limit=args.consistency_limit)
     print(report.summary())
     return 0
 
@@ -72,7 +73,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     report = evaluate(args.data, _backend(args), load_prm(args.prm), args.out, n=args.n, limit=args.limit,
                       temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed,
-                      card_dir=args.card, progress=not args.quiet)
+                      card_dir=args.card, progress=not args.quiet, split=args.split)
     table = {name: {k: f"{v['accuracy']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]"
                     for k, v in f["metrics"].items()} for name, f in report["files"].items()}
     print(json.dumps(table, indent=2))
@@ -136,6 +137,9 @@ def register(sub, groups) -> None:
     tp.add_argument("--lr", type=float, default=1e-3)
     tp.add_argument("--seed", type=int, default=0)
     tp.add_argument("--threads", type=int, default=1, help="torch CPU threads (use 2 only under the heavy lock)")
+    tp.add_argument("--consistency-data", action="append",
+                    help="seed file (repeatable): answer-consistency pairs from its train-split questions")
+    tp.add_argument("--consistency-limit", type=int, default=300, help="first N train questions per file (300)")
     tp.add_argument("--resume", action="store_true")
     tp.add_argument("--quiet", action="store_true")
     tp.set_defaults(func=_cmd_train_prm)
@@ -164,6 +168,8 @@ def register(sub, groups) -> None:
     e.add_argument("--out", default="runs/reasoning/evaluation.json", help="JSON report (candidates cached beside)")
     e.add_argument("--card", help="also copy the report into this PRM folder and rebuild its MODEL_CARD.md")
     e.add_argument("--quiet", action="store_true")
+    e.add_argument("--split", default="dev", choices=("dev", "train"),
+                   help="dev (default; what is reported) or train (checks before shipping a PRM; never in a card)")
     _add_backend_flags(e)
     e.set_defaults(func=_cmd_eval)
 

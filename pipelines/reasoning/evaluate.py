@@ -1,6 +1,7 @@
 """`mewm reasoning eval`: greedy, majority@N, PRM best-of-N (min/last/mean/prod), P-VS and pass@N, with 95 % CIs.
 
-1. items: the **dev** split of each reference-format file (first ``limit``);
+1. items: the **dev** split of each reference-format file (first ``limit``; ``split="train"`` only for checks before
+   shipping a PRM);
 2. generation (the costly part, cached): per item one greedy answer (T = 0) and N samples in one batched call, appended
    to ``<out dir>/candidates_<file>.jsonl`` as each item finishes, so an interrupted run resumes and a new PRM can be
    evaluated on the same candidates without generating again;
@@ -49,9 +50,9 @@ def _acc(hits: list[bool]) -> dict:
 
 
 def generate_file(path, backend: PolicyBackend, cache: Path, *, n: int, limit: int | None, temperature: float,
-                  max_new_tokens: int, seed: int, progress: ProgressFn | None) -> list[dict]:
-    """Greedy + N samples per dev item, appended to ``cache`` (JSONL) and resumed from it."""
-    items = load_items(path, "dev", limit)
+                  max_new_tokens: int, seed: int, progress: ProgressFn | None, split: str = "dev") -> list[dict]:
+    """Greedy + N samples per item of ``split``, appended to ``cache`` (JSONL) and resumed from it."""
+    items = load_items(path, split, limit)
     done = {}
     if cache.is_file():
         for line in cache.read_text().splitlines():
@@ -128,20 +129,30 @@ def score_file(records: list[dict], prm: StepScorer, n: int) -> dict:
 
 def evaluate(files: list[str | os.PathLike], backend: PolicyBackend, prm: StepScorer, out: str | os.PathLike, *,
              n: int = 8, limit: int | None = 100, temperature: float = 0.8, max_new_tokens: int = 256, seed: int = 0,
-             card_dir: str | os.PathLike | None = None, progress: bool | ProgressFn | None = None) -> dict:
-    """Evaluate every file (see the module docstring); write the JSON report to ``out`` (and the card's copy)."""
+             card_dir: str | os.PathLike | None = None, progress: bool | ProgressFn | None = None,
+             split: str = "dev") -> dict:
+    """Evaluate every file (see the module docstring); write the JSON report to ``out`` (and the card's copy).
+
+    ``split="train"`` is for checks made before shipping a PRM (never reported as a result); a train-split report
+    cannot go into a model card.
+    """
+    if split not in ("dev", "train"):
+        raise ReasoningInputError(f"eval split must be dev or train, got {split!r}.")
+    if split != "dev" and card_dir:
+        raise ReasoningInputError("Only a dev-split evaluation goes into a model card (drop --card).")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     bar = resolve_progress(progress, "eval", "item")
     report = {"backend": backend.name, "model": backend.model, "prm": getattr(prm, "directory", "") or prm.name,
-              "n": n, "temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed, "split": "dev",
+              "n": n, "temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed, "split": split,
               "limit": limit, "command": "mewm " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("mewm") else "",
               "files": {}}
     for path in files:
         name = Path(path).stem
-        cache = out.parent / f"candidates_{name}_n{n}_t{temperature}_m{max_new_tokens}_s{seed}.jsonl"
+        tag = "" if split == "dev" else f"_{split}"
+        cache = out.parent / f"candidates_{name}{tag}_n{n}_t{temperature}_m{max_new_tokens}_s{seed}.jsonl"
         records = generate_file(path, backend, cache, n=n, limit=limit, temperature=temperature,
-                                max_new_tokens=max_new_tokens, seed=seed, progress=bar)
+                                max_new_tokens=max_new_tokens, seed=seed, progress=bar, split=split)
         report["files"][name] = score_file(records, prm, n)
     text = json.dumps(report, indent=2, allow_nan=False)
     out.write_text(text + "\n")

@@ -27,12 +27,15 @@ from models.errors import CheckpointNotFoundError
 from pipelines.reasoning.answers import FINAL_ANSWER_RE, parse_answer
 
 __all__ = ["StepScorer", "MiniLMStepScorer", "TokenClassificationScorer", "load_prm", "minilm_dir", "STEP_FEATURES",
-           "step_features", "display_steps", "PRM_KIND", "PRM_COMMAND", "MAX_STEPS"]
+           "TEXT_FEATURES", "step_features", "answer_support", "all_step_features", "display_steps", "PRM_KIND",
+           "PRM_COMMAND", "MAX_STEPS"]
 
 PRM_KIND = "prm"
 PRM_COMMAND = "mewm reasoning train-prm --trees runs/reasoning/trees.jsonl --out models/weights/prm"
 MAX_STEPS = 24  # longer responses are scored on their first MAX_STEPS - 1 steps plus the last step
-STEP_FEATURES = ("log_words", "no_letters", "final_answer", "answer_parses", "is_last", "position")
+TEXT_FEATURES = ("log_words", "no_letters", "final_answer", "answer_parses", "is_last", "position")
+# a head reads the first ``n_features`` of these (heads trained before "answer_support" existed read 6)
+STEP_FEATURES = TEXT_FEATURES + ("answer_support",)
 
 
 class StepScorer(Protocol):
@@ -59,7 +62,7 @@ def _cap(steps: list[str]) -> list[str]:
 
 
 def step_features(steps: list[str], options: dict[str, str]) -> list[list[float]]:
-    """The measured features (`STEP_FEATURES`) of each step, Step 0 included."""
+    """The text features (`TEXT_FEATURES`) of each step, Step 0 included."""
     n = len(steps)
     rows = []
     for i, text in enumerate(steps):
@@ -69,6 +72,42 @@ def step_features(steps: list[str], options: dict[str, str]) -> list[list[float]
         rows.append([math.log1p(words) / 4.0, float(not re.search(r"[A-Za-z0-9]", text)), float(final),
                      float(parses), float(i == n - 1), i / 10.0])
     return rows
+
+
+def answer_support(steps: list[str], options: dict[str, str], embed) -> list[float]:
+    """Per step: for a step that gives a valid MCQ answer, how much closer the reasoning before the answer sentence is
+    to the chosen option's text than to any other option's (cosine of sentence embeddings; in [-2, 2]); 0 elsewhere.
+
+    Why: a sentence encoder sees "The answer is B. [Vitamin C]" and the reasoning as separate vectors; this feature
+    says directly whether the answer is the option the reasoning talked about, so a path whose final letter was
+    swapped scores lower than the same path with the letter it argued for. ``embed(texts)`` returns one embedding
+    per text (rows of a tensor).
+    """
+    import torch
+
+    out = [0.0] * len(steps)
+    if not options or len(options) < 2:
+        return out
+    letters = list(options)
+    for i, text in enumerate(steps):
+        m = FINAL_ANSWER_RE.search(text)
+        if not m:
+            continue
+        parsed = parse_answer(text, options)
+        context = [t for t in steps[1:i] if t.strip()] + ([text[: m.start()].strip()] if text[: m.start()].strip() else [])
+        if not parsed.ok or not context or parsed.answer not in options:
+            continue
+        e = torch.nn.functional.normalize(torch.as_tensor(embed(context + [options[k] for k in letters])), dim=-1)
+        ctx = torch.nn.functional.normalize(e[: len(context)].mean(0), dim=-1)
+        sims = dict(zip(letters, (e[len(context):] @ ctx).tolist()))
+        chosen = sims.pop(parsed.answer)
+        out[i] = float(chosen - max(sims.values()))
+    return out
+
+
+def all_step_features(steps: list[str], options: dict[str, str], embed) -> list[list[float]]:
+    """Every feature of `STEP_FEATURES` per step: `step_features` plus `answer_support`."""
+    return [row + [sup] for row, sup in zip(step_features(steps, options), answer_support(steps, options, embed))]
 
 
 def minilm_dir(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -153,12 +192,15 @@ class MiniLMStepScorer:
         emb = self.encoder.embed([question] + flat)
         q = emb[0].expand(len(shown), -1)
         steps = torch.zeros(len(shown), s, emb.shape[1])
-        feats = torch.zeros(len(shown), s, len(STEP_FEATURES))
+        n_feat = self.head.config["n_features"]  # older heads read the first TEXT_FEATURES only
+        feats = torch.zeros(len(shown), s, n_feat)
         mask = torch.zeros(len(shown), s, dtype=torch.bool)
         k = 1
         for b, r in enumerate(shown):
             steps[b, : len(r)] = emb[k: k + len(r)]
-            feats[b, : len(r)] = torch.tensor(step_features(r, options))
+            rows = all_step_features(r, options, self.encoder.embed) if n_feat > len(TEXT_FEATURES) else \
+                step_features(r, options)
+            feats[b, : len(r)] = torch.tensor(rows)[:, :n_feat]
             mask[b, : len(r)] = True
             k += len(r)
         return q, steps, feats, mask

@@ -71,7 +71,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from pipelines.reasoning.evaluate import evaluate
     from pipelines.reasoning.prm import load_prm
 
-    report = evaluate(args.data, _backend(args), load_prm(args.prm), args.out, n=args.n, limit=args.limit,
+    report = evaluate(args.data, _backend(args), load_prm(args.prm) if args.n else None, args.out, n=args.n,
+                      limit=args.limit,
                       temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed,
                       card_dir=args.card, progress=not args.quiet, split=args.split)
     table = {name: {k: f"{v['accuracy']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]"
@@ -159,7 +160,7 @@ def register(sub, groups) -> None:
 
     e = rs.add_parser("eval", help="greedy, majority@N, PRM best-of-N and P-VS accuracy (95% CIs) on dev items")
     e.add_argument("--data", required=True, action="append", help="reference-format JSON (repeatable)")
-    e.add_argument("--n", type=int, default=8)
+    e.add_argument("--n", type=int, default=8, help="samples per item (default 8; 0: greedy answers only)")
     e.add_argument("--limit", type=int, default=100, help="first N dev items per file (default 100)")
     e.add_argument("--temperature", type=float, default=0.8)
     e.add_argument("--max-new-tokens", type=int, default=256)

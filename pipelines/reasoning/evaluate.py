@@ -69,7 +69,7 @@ def generate_file(path, backend: PolicyBackend, cache: Path, *, n: int, limit: i
             (greedy,) = backend.complete(item.question, [prefix], n=1, temperature=0.0,
                                          max_new_tokens=max_new_tokens, seed=seed)
             (samples,) = backend.complete(item.question, [prefix], n=n, temperature=temperature,
-                                          max_new_tokens=max_new_tokens, seed=seed)
+                                          max_new_tokens=max_new_tokens, seed=seed) if n else ([],)
             rec = {"id": item.id, "model": backend.model, "greedy": [greedy[0].__dict__], "samples": [g.__dict__ for g in samples],
                    "seconds": round(time.perf_counter() - t0, 2)}
             with cache.open("a") as f:
@@ -80,8 +80,20 @@ def generate_file(path, backend: PolicyBackend, cache: Path, *, n: int, limit: i
     return [dict(done[it.id], item=it) for it in items]
 
 
-def score_file(records: list[dict], prm: StepScorer, n: int) -> dict:
-    """Metrics of one file's cached candidates (see the module docstring)."""
+def score_file(records: list[dict], prm: StepScorer | None, n: int) -> dict:
+    """Metrics of one file's cached candidates (see the module docstring); ``n == 0``: greedy only."""
+    if n == 0:
+        items = [r["item"] for r in records]
+        greedy = [make_candidate(response_prefix(), Generation(**r["greedy"][0]), r["item"].options) for r in records]
+        golds = Counter(it.gold for it in items)
+        mcq = [it for it in items if it.options]
+        return {"items": len(items),
+                "metrics": {"greedy": _acc([is_correct(g.parsed, it.gold) for g, it in zip(greedy, items)])},
+                "chance": round(sum(1 / len(it.options) for it in mcq) / len(mcq), 4) if mcq else 0.0,
+                "majority_class": round(golds.most_common(1)[0][1] / len(items), 4) if items else 0.0,
+                "greedy_parse_rate": round(sum(g.parsed.ok for g in greedy) / max(len(items), 1), 4),
+                "generation_seconds_per_item": round(sum(r.get("seconds", 0) for r in records)
+                                                     / max(len(items), 1), 2)}
     hits: dict[str, list[bool]] = {k: [] for k in ("greedy", "majority", "pvs", "pass_at_n",
                                                     *(f"prm_best_{a}" for a in AGGREGATIONS))}
     parsed = eligible = low = total = greedy_parsed = 0
@@ -132,6 +144,7 @@ def evaluate(files: list[str | os.PathLike], backend: PolicyBackend, prm: StepSc
              card_dir: str | os.PathLike | None = None, progress: bool | ProgressFn | None = None,
              split: str = "dev") -> dict:
     """Evaluate every file (see the module docstring); write the JSON report to ``out`` (and the card's copy).
+    ``n = 0``: greedy answers only (e.g. another policy on the same items; no PRM needed, ``prm`` may be None).
 
     ``split="train"`` is for checks made before shipping a PRM (never reported as a result); a train-split report
     cannot go into a model card.
@@ -143,7 +156,12 @@ def evaluate(files: list[str | os.PathLike], backend: PolicyBackend, prm: StepSc
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     bar = resolve_progress(progress, "eval", "item")
-    report = {"backend": backend.name, "model": backend.model, "prm": getattr(prm, "directory", "") or prm.name,
+    if n < 0:
+        raise ReasoningInputError(f"--n must be >= 0 (0: greedy only), got {n}.")
+    if n == 0 and card_dir:
+        raise ReasoningInputError("A greedy-only evaluation (--n 0) does not go into a PRM card (drop --card).")
+    prm_name = "" if prm is None else (getattr(prm, "directory", "") or prm.name)
+    report = {"backend": backend.name, "model": backend.model, "prm": prm_name,
               "n": n, "temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed, "split": split,
               "limit": limit, "command": "mewm " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("mewm") else "",
               "files": {}}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from models.errors import CheckpointNotFoundError
 
-__all__ = ["requantize_q8_0", "smollm2_q8_0_path"]
+__all__ = ["requantize_q8_0", "smollm2_q8_0_path", "hf_llama_to_gguf"]
 
 
 def requantize_q8_0(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
@@ -72,3 +72,73 @@ def smollm2_q8_0_path(cache_dir: str | os.PathLike | None = None) -> Path:
     except (OSError, ValueError, KeyError) as e:
         raise CheckpointNotFoundError(f"Could not make the Q8_0 copy of {src} in {dst.parent}: {e}. Set "
                                       "MEWM_CACHE_DIR to a writable folder.") from e
+
+
+_LLAMA_NAMES = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+                "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+                "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+                "mlp.down_proj": "ffn_down"}
+
+
+def _llama_permute(w, n_head: int):
+    """llama.cpp's row order for the rotary q/k projections (the inverse of what transformers' GGUF loader undoes)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def hf_llama_to_gguf(model_dir: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """A Q8_0 GGUF of a fine-tuned SmolLM2 (Llama) folder, e.g. ``mewm reasoning train-policy``'s merged LoRA model, so
+    llama.cpp can run it as fast as the embedded model (``--backend smollm2 --model-dir FILE``).
+
+    The tokenizer, chat template and hyper-parameters are copied from the embedded GGUF (train-policy starts from it);
+    the weights are the folder's ``model.safetensors`` (tied embeddings), q/k rows permuted back to llama.cpp's order.
+    """
+    import json
+
+    import gguf
+    import numpy as np
+    from gguf import GGMLQuantizationType as QT
+    from safetensors.numpy import load_file
+
+    from pipelines.reasoning.backends import smollm2_gguf_path
+
+    model_dir = Path(model_dir)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    if cfg.get("model_type") != "llama":
+        raise CheckpointNotFoundError(f"{model_dir} is not a Llama (SmolLM2) model folder.")
+    weights = load_file(str(model_dir / "model.safetensors"))
+    base = gguf.GGUFReader(str(smollm2_gguf_path()))
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    writer = gguf.GGUFWriter(str(tmp), arch=base.fields["general.architecture"].contents())
+    for name, field in base.fields.items():
+        if name.startswith("GGUF.") or name in ("general.architecture", "general.file_type"):
+            continue
+        vtype = field.types[0]
+        if vtype == gguf.GGUFValueType.ARRAY:
+            writer.add_key_value(name, field.contents(), vtype, sub_type=field.types[-1])
+        else:
+            writer.add_key_value(name, field.contents(), vtype)
+    writer.add_string("general.finetune_source", str(model_dir))
+    n_head, n_kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    for t in base.tensors:  # same names and order as the embedded model
+        if t.name == "token_embd.weight":
+            w = weights["model.embed_tokens.weight"]
+        elif t.name == "output_norm.weight":
+            w = weights["model.norm.weight"]
+        else:
+            _, layer, short, _ = t.name.split(".")
+            hf = next(k for k, v in _LLAMA_NAMES.items() if v == short)
+            w = weights[f"model.layers.{layer}.{hf}.weight"]
+            if short in ("attn_q", "attn_k"):
+                w = _llama_permute(w, n_head if short == "attn_q" else n_kv)
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        if w.ndim == 1:
+            writer.add_tensor(t.name, w)
+        else:
+            writer.add_tensor(t.name, gguf.quants.quantize(w, QT.Q8_0), raw_dtype=QT.Q8_0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(tmp, dst)
+    return dst

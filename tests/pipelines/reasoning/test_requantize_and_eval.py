@@ -73,3 +73,24 @@ def test_eval_caches_resumes_and_refuses_another_policys_cache(tmp_path):
     assert backend.calls == 6  # the two cached items are not generated again
     with pytest.raises(ReasoningInputError, match="another --out"):
         evaluate([path], _Echo("echo-2"), _Flat(), tmp_path / "ev" / "evaluation.json", n=4, limit=3)
+
+
+def test_greedy_only_eval_needs_no_prm(tmp_path):
+    dev = [str(i) for i in range(200) if split_of("toy", str(i)) == "dev"][:2]
+    path = tmp_path / "toy.json"
+    path.write_text(json.dumps([{"id": i, "conversations": [{"from": "human", "value": "Q?\nA. x\nB. y"}],
+                                 "eval": {"answer": "A"}} for i in dev]))
+    backend = _Echo()
+    report = evaluate([path], backend, None, tmp_path / "g" / "evaluation.json", n=0, limit=2)
+    assert backend.calls == 2 and report["files"]["toy"]["metrics"]["greedy"]["accuracy"] == 1.0
+    assert set(report["files"]["toy"]["metrics"]) == {"greedy"}
+    with pytest.raises(ReasoningInputError, match="card"):
+        evaluate([path], backend, None, tmp_path / "g" / "evaluation.json", n=0, limit=2, card_dir=tmp_path)
+
+
+def test_llama_rows_permuted_back_to_the_order_transformers_undoes():
+    from pipelines.reasoning.requantize import _llama_permute
+
+    w = np.random.default_rng(0).normal(size=(3 * 2 * 4, 5)).astype(np.float32)  # 3 heads of dim 8
+    back = w.reshape(3, 4, 2, 5).swapaxes(2, 1).reshape(w.shape)  # transformers' _reverse_permute_weights
+    assert np.array_equal(back, w) is False and np.array_equal(_llama_permute(back, 3), w)

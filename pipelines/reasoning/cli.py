@@ -67,6 +67,13 @@ def _cmd_train_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_gguf(args: argparse.Namespace) -> int:
+    from pipelines.reasoning.requantize import hf_llama_to_gguf
+
+    print(hf_llama_to_gguf(args.model_dir, args.out))
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pipelines.reasoning.evaluate import evaluate
     from pipelines.reasoning.prm import load_prm
@@ -99,7 +106,7 @@ def _add_backend_flags(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub, groups) -> None:
-    """Add `mewm reasoning {ask,evolve,train-prm,train-policy,eval}` and `mewm bench reasoning`."""
+    """Add `mewm reasoning {ask,evolve,train-prm,train-policy,export-gguf,eval}` and `mewm bench reasoning`."""
     r = sub.add_parser("reasoning", help="reasoning chat: best-of-N with a process reward model (research only)")
     rs = r.add_subparsers(dest="reasoning_command", required=True)
 
@@ -157,6 +164,11 @@ def register(sub, groups) -> None:
     pol.add_argument("--threads", type=int, default=1)
     pol.add_argument("--quiet", action="store_true")
     pol.set_defaults(func=_cmd_train_policy)
+
+    x = rs.add_parser("export-gguf", help="a fine-tuned SmolLM2 folder (train-policy output) as a Q8_0 GGUF for llama.cpp")
+    x.add_argument("--model-dir", required=True, help="the merged causal-LM folder (e.g. runs/reasoning/policy_lora)")
+    x.add_argument("--out", required=True, help="the .gguf file to write (use it with --model-dir FILE, backend smollm2)")
+    x.set_defaults(func=_cmd_export_gguf)
 
     e = rs.add_parser("eval", help="greedy, majority@N, PRM best-of-N and P-VS accuracy (95% CIs) on dev items")
     e.add_argument("--data", required=True, action="append", help="reference-format JSON (repeatable)")

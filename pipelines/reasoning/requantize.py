@@ -102,9 +102,13 @@ def hf_llama_to_gguf(model_dir: str | os.PathLike, dst: str | os.PathLike) -> Pa
     from pipelines.reasoning.backends import smollm2_gguf_path
 
     model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file() or not (model_dir / "model.safetensors").is_file():
+        raise CheckpointNotFoundError(f"No model folder at {model_dir} (config.json and model.safetensors needed); make "
+                                      "one with `mewm reasoning train-policy`.")
     cfg = json.loads((model_dir / "config.json").read_text())
-    if cfg.get("model_type") != "llama":
-        raise CheckpointNotFoundError(f"{model_dir} is not a Llama (SmolLM2) model folder.")
+    if cfg.get("model_type") != "llama" or cfg.get("hidden_size") != 576:
+        raise CheckpointNotFoundError(f"{model_dir} is not a SmolLM2-135M (Llama) folder; only the embedded model's "
+                                      "fine-tunes can be exported (its tokenizer and settings are copied).")
     weights = load_file(str(model_dir / "model.safetensors"))
     base = gguf.GGUFReader(str(smollm2_gguf_path()))
     dst = Path(dst)

@@ -94,3 +94,11 @@ def test_llama_rows_permuted_back_to_the_order_transformers_undoes():
     w = np.random.default_rng(0).normal(size=(3 * 2 * 4, 5)).astype(np.float32)  # 3 heads of dim 8
     back = w.reshape(3, 4, 2, 5).swapaxes(2, 1).reshape(w.shape)  # transformers' _reverse_permute_weights
     assert np.array_equal(back, w) is False and np.array_equal(_llama_permute(back, 3), w)
+
+
+def test_export_gguf_of_a_missing_folder_names_the_command(tmp_path):
+    from models.errors import CheckpointNotFoundError
+    from pipelines.reasoning.requantize import hf_llama_to_gguf
+
+    with pytest.raises(CheckpointNotFoundError, match="train-policy"):
+        hf_llama_to_gguf(tmp_path / "none", tmp_path / "x.gguf")

@@ -152,7 +152,10 @@ def _answer(page, position: int, call: str, confidence: int) -> None:
 
 def _normalised_dom(page, position: int) -> str:
     """The main area's HTML with what may differ between items blanked: image URLs (content hashes), the position
-    (text, progress bar, form keys) and React's generated element ids."""
+    (text, progress bar, form keys) and React's generated element ids. Taken once the rerun has finished: while
+    it runs, the previous item's elements linger marked ``data-stale="true"`` (seen on a loaded machine)."""
+    page.wait_for_function("() => document.querySelectorAll(\"[data-testid='stMain'] [data-stale='true']\")"
+                           ".length === 0")
     html = page.locator("[data-testid='stMain']").inner_html()
     html = re.sub(r"/media/[0-9a-f]+\.png", "/media/IMAGE.png", html)
     html = html.replace(f"Image {position} of", "Image N of")

@@ -74,6 +74,24 @@ def step_features(steps: list[str], options: dict[str, str]) -> list[list[float]
     return rows
 
 
+def _support_context(steps: list[str], i: int, m) -> list[str]:
+    """The reasoning before step ``i``'s answer sentence (match ``m``): steps 1..i-1 and the step's own lead-in."""
+    lead = steps[i][: m.start()].strip()
+    return [t for t in steps[1:i] if t.strip()] + ([lead] if lead else [])
+
+
+def support_texts(steps: list[str], options: dict[str, str]) -> list[str]:
+    """Every text `answer_support` will embed for ``steps`` (to embed them in one batch beforehand)."""
+    if not options or len(options) < 2:
+        return []
+    out = []
+    for i, text in enumerate(steps):
+        m = FINAL_ANSWER_RE.search(text)
+        if m:
+            out += _support_context(steps, i, m)
+    return out + list(options.values()) if out else []
+
+
 def answer_support(steps: list[str], options: dict[str, str], embed) -> list[float]:
     """Per step: for a step that gives a valid MCQ answer, how much closer the reasoning before the answer sentence is
     to the chosen option's text than to any other option's (cosine of sentence embeddings; in [-2, 2]); 0 elsewhere.
@@ -94,7 +112,7 @@ def answer_support(steps: list[str], options: dict[str, str], embed) -> list[flo
         if not m:
             continue
         parsed = parse_answer(text, options)
-        context = [t for t in steps[1:i] if t.strip()] + ([text[: m.start()].strip()] if text[: m.start()].strip() else [])
+        context = _support_context(steps, i, m)
         if not parsed.ok or not context or parsed.answer not in options:
             continue
         e = torch.nn.functional.normalize(torch.as_tensor(embed(context + [options[k] for k in letters])), dim=-1)
@@ -189,10 +207,11 @@ class MiniLMStepScorer:
         shown = [_cap(display_steps(r, options)) or [""] for r in responses]
         s = max(len(r) for r in shown)
         flat = [t for r in shown for t in r]
-        emb = self.encoder.embed([question] + flat)
+        n_feat = self.head.config["n_features"]  # older heads read the first TEXT_FEATURES only
+        extra = [t for r in shown for t in support_texts(r, options)] if n_feat > len(TEXT_FEATURES) else []
+        emb = self.encoder.embed([question] + flat + extra)[: 1 + len(flat)]  # one batch; answer_support hits the cache
         q = emb[0].expand(len(shown), -1)
         steps = torch.zeros(len(shown), s, emb.shape[1])
-        n_feat = self.head.config["n_features"]  # older heads read the first TEXT_FEATURES only
         feats = torch.zeros(len(shown), s, n_feat)
         mask = torch.zeros(len(shown), s, dtype=torch.bool)
         k = 1

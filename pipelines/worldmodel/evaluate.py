@@ -266,7 +266,7 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
 
     # 6. the report, its JSON file and the model card
     command = command_line("eval", "dynamics", cohort=cohort.root, weights=weights_dir, patients=patients,
-                           plans_per_patient=plans_per_patient, samples=samples, seed=seed, steps=steps,
+                           plans=plans_per_patient, samples=samples, seed=seed, steps=steps,
                            guidance=guidance)
     report = {
         "kind": "dynamics-evaluation", "baseline": "post = pre", "command": command, "weights": str(world.weights_dir),

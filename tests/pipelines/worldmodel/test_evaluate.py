@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import numpy as np
 import pytest
 
 from models.errors import ManifestError
+from pipelines.cli import build_parser
 from pipelines.worldmodel import metrics
 
 TINY_GRID = (64, 56, 32)
@@ -225,6 +227,8 @@ def test_dynamics_report_has_every_metric_and_is_strict_json(dynamics_report, ti
     assert r["config"]["patients_evaluated"] + len(r["skipped"]) == 3
     assert len(r["pairs"]) == 2 * r["config"]["patients_evaluated"]
     assert r["command"].startswith("mewm eval dynamics --cohort ")
+    args = build_parser().parse_args(shlex.split(r["command"])[1:])  # the recorded command is one the CLI runs
+    assert (args.patients, args.plans, args.samples, args.steps) == (3, 2, r["config"]["samples"], r["config"]["steps"])
     on_disk = json.loads((tiny_weights / "dynamics" / "evaluation.json").read_text())
     assert json.loads(json.dumps(r, allow_nan=False)) == on_disk
     card = (tiny_weights / "dynamics" / "MODEL_CARD.md").read_text()

@@ -9,9 +9,13 @@
    simulator, the models never do) and crop it with the same `preprocess_case` crop as the simulation; the
    regenerated pre-treatment CT must equal the cohort's file (a check, not an assumption);
 4. per (patient, plan): predicted vs true viable-tumour change (ml) in the crop, Lipiodol Dice (plans with
-   Lipiodol), mean/SD HU in the change region; per patient: action sensitivity (`metrics.action_sensitivity`);
+   Lipiodol), mean/SD HU in the change region; the same figures for the **autoencoder ceiling** (the true post crop
+   encoded, decoded, blended and segmented exactly like a simulation, `simulate.decode_and_segment`: what a perfect
+   latent dynamics model would score through this autoencoder and segmenter); per patient: action sensitivity
+   (`metrics.action_sensitivity`);
 
-then across patients: Spearman of the volume changes, the realism C2ST (`c2st.classifier_two_sample_test`, true
+then across patients: Spearman of the volume changes (pooled, and within each patient across its plans: the order
+plan choice needs), the realism C2ST (`c2st.classifier_two_sample_test`, true
 post crops vs sample 0 of each simulation, patient-disjoint halves), and the same metrics for the trivial baseline
 "post = pre", so that the figures have context. Intensities are compared inside the change region and in the
 model's HU window [-175, 600] (both sides clipped alike). The C2ST sees only the change region (zero outside): the
@@ -48,7 +52,7 @@ from pipelines.worldmodel.c2st import classifier_two_sample_test
 from pipelines.worldmodel.crops import CropConfig
 from pipelines.worldmodel.report import (command_line, display_path, machine_info, metric_entry,
                                          update_card_section, write_report)
-from pipelines.worldmodel.simulate import STRUCTURES
+from pipelines.worldmodel.simulate import STRUCTURES, decode_and_segment
 from pipelines.worldmodel.weights import TRAIN_COMMANDS, load_world_model
 
 __all__ = ["TARGETS", "choose_plans", "evaluate_dynamics", "evaluate_segmentation"]
@@ -112,6 +116,41 @@ def _pooled_ratio(results: list) -> float:
 
 def _mae(rows: list[dict], a: str, b: str) -> float:
     return metrics.mean_finite(abs(r[a] - r[b]) for r in rows).mean
+
+
+def _autoencoder_ceiling(world, result, truth_crops) -> tuple[np.ndarray, np.ndarray]:
+    """The true post crops of a patient's plans through the autoencoder and `decode_and_segment`: what a perfect
+    dynamics model (one that predicts the true post latent) would score through this autoencoder and segmenter.
+
+    Returns HU crops ``(P, X, Y, Z)`` and labels ``(P, X, Y, Z)``.
+    """
+    post = torch.stack([torch.as_tensor(tc.post_image).float() for tc in truth_crops])  # (P, 1, X, Y, Z)
+    latents = torch.cat([world.autoencoder.encode(post[s:s + world.max_batch])
+                         for s in range(0, len(post), world.max_batch)])
+    pre = torch.as_tensor(result.crop.image).float()[None]
+    decoded, labels = decode_and_segment(world, latents, pre, result.pre_labels, result.region)
+    return unwindow_hu(decoded).numpy().astype(np.float32), labels.numpy()
+
+
+def _ceiling_row(hu: np.ndarray, labels: np.ndarray, truth_labels: np.ndarray, pre_labels: np.ndarray,
+                 region: np.ndarray, voxel_ml: float, has_lipiodol: bool) -> dict[str, Any]:
+    """Per-pair figures of the autoencoder ceiling (`_autoencoder_ceiling`)."""
+    mean, sd = metrics.hu_mean_sd(hu, region)
+    return {"ceiling_viable_change_ml": metrics.viable_volume_ml(labels, voxel_ml)
+            - metrics.viable_volume_ml(pre_labels, voxel_ml),
+            "ceiling_lipiodol_dice": (metrics.dice(labels == LABELS["lipiodol"], truth_labels == LABELS["lipiodol"])
+                                      if has_lipiodol else float("nan")),
+            "ceiling_hu_mean": mean, "ceiling_hu_sd": sd}
+
+
+def _within_patient_spearman(rows: list[dict], key: str) -> metrics.MeanResult:
+    """Mean over patients of the Spearman correlation between ``key`` and the true viable change across that
+    patient's plans (what plan choice needs: the right order of plans for one patient)."""
+    by_case: dict[str, list[dict]] = {}
+    for r in rows:
+        by_case.setdefault(r["case_id"], []).append(r)
+    return metrics.mean_finite(metrics.spearman([r[key] for r in rs], [r["true_viable_change_ml"] for r in rs])
+                               for rs in by_case.values())
 
 
 def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathLike | None = None, *,
@@ -178,13 +217,18 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
         # 3. counterfactual truth, cropped like the simulation
         t0 = time.perf_counter()
         pre_hu, pre_labels, region = result.pre_hu, result.pre_labels, result.region
-        for plan, sim in zip(plans, result.plans):
-            tc = _truth_crop(case, render_counterfactual(truth, plan, cohort.size), result.crop)
+        truth_crops = [_truth_crop(case, render_counterfactual(truth, plan, cohort.size), result.crop)
+                       for plan in plans]
+        ceiling_hu, ceiling_labels = _autoencoder_ceiling(world, result, truth_crops)
+        for k, (plan, sim, tc) in enumerate(zip(plans, result.plans, truth_crops)):
             truth_hu = unwindow_hu(tc.post_image[0].numpy())
             truth_labels = tc.post_labels[0].numpy()
             # 4. per-pair figures
             pairs.append({**_pair_row(case.case_id, plan, sim, truth_hu, truth_labels, pre_hu, pre_labels, region,
-                                      voxel_ml), "enlarged_crop": result.enlarged_crop})
+                                      voxel_ml),
+                          **_ceiling_row(ceiling_hu[k], ceiling_labels[k], truth_labels, pre_labels, region, voxel_ml,
+                                         has_lipiodol="Lipiodol" in plan_parts(plan)[1]),
+                          "enlarged_crop": result.enlarged_crop})
             if not result.enlarged_crop:  # the C2ST classifier takes one crop size: the training crop's
                 real.append(_masked(truth_hu, region))
                 fake.append(_masked(sim.crops_hu[0], region))
@@ -216,6 +260,7 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
                                                                                          ("enlarged", True))}
     lip_rows = [r for r in pairs if r["has_lipiodol"]]
     lip = metrics.mean_finite(r["lipiodol_dice"] for r in lip_rows)
+    within_patient = _within_patient_spearman(pairs, "pred_viable_change_ml")
     m = {
         "action_sensitivity_ratio": metric_entry(
             between / within if within > 0 else float("nan"), TARGETS["action_sensitivity_ratio"],
@@ -234,25 +279,34 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
         "viable_change_spearman": metric_entry(
             metrics.spearman([r["pred_viable_change_ml"] for r in pairs], true_change),
             TARGETS["viable_change_spearman"], baseline=metrics.spearman([0.0] * len(pairs), true_change),
-            n_pairs=len(pairs), note="predicted (mean over samples) vs true viable-tumour change in the crop, ml; "
+            ceiling=metrics.spearman([r["ceiling_viable_change_ml"] for r in pairs], true_change), n_pairs=len(pairs), note="predicted (mean over samples) vs true viable-tumour change in the crop, ml; "
                                      "the baseline predicts no change (undefined correlation)",
             **{f"{name}_crop_{k}": v for name, rows in by_crop.items() for k, v in (
                 ("pairs", len(rows)),
                 ("spearman", metrics.spearman([r["pred_viable_change_ml"] for r in rows],
                                               [r["true_viable_change_ml"] for r in rows]) if len(rows) > 2
                  else float("nan")))}),
+        "viable_change_within_patient_spearman": metric_entry(
+            within_patient.mean, baseline=float("nan"), patients=within_patient.n,
+            ceiling=_within_patient_spearman(pairs, "ceiling_viable_change_ml").mean,
+            note="mean over patients of the Spearman correlation across that patient's plans (the order plan choice "
+                 "needs; -1 = reversed); ceiling = the true post crops through the autoencoder and segmenter"),
         "viable_change_mae_ml": metric_entry(
             _mae(pairs, "pred_viable_change_ml", "true_viable_change_ml"),
-            baseline=metrics.mean_finite(abs(c) for c in true_change).mean),
+            baseline=metrics.mean_finite(abs(c) for c in true_change).mean,
+            ceiling=_mae(pairs, "ceiling_viable_change_ml", "true_viable_change_ml")),
         "lipiodol_dice": metric_entry(lip.mean, baseline=metrics.mean_finite(
             r["baseline_lipiodol_dice"] for r in lip_rows).mean, n_pairs=lip.n,
+            ceiling=metrics.mean_finite(r["ceiling_lipiodol_dice"] for r in lip_rows).mean,
             note="plans with Lipiodol; pairs where neither side has Lipiodol are undefined and left out"),
         "hu_mean_abs_error": metric_entry(_mae(pairs, "pred_hu_mean", "true_hu_mean"),
                                           baseline=_mae(pairs, "baseline_hu_mean", "true_hu_mean"),
+                                          ceiling=_mae(pairs, "ceiling_hu_mean", "true_hu_mean"),
                                           true=float(np.mean([r["true_hu_mean"] for r in pairs])),
                                           predicted=float(np.mean([r["pred_hu_mean"] for r in pairs]))),
         "hu_sd_abs_error": metric_entry(_mae(pairs, "pred_hu_sd", "true_hu_sd"),
                                         baseline=_mae(pairs, "baseline_hu_sd", "true_hu_sd"),
+                                        ceiling=_mae(pairs, "ceiling_hu_sd", "true_hu_sd"),
                                         true=float(np.mean([r["true_hu_sd"] for r in pairs])),
                                         predicted=float(np.mean([r["pred_hu_sd"] for r in pairs]))),
         "c2st_accuracy": metric_entry(c2st.accuracy, TARGETS["c2st_accuracy"], baseline=c2st_base.accuracy,
@@ -379,11 +433,18 @@ def _fmt(value: Any) -> str:
 def _card_text(report: dict[str, Any], out: Path) -> str:
     """Markdown of a report: the table of metrics (value, target, pass, baseline), command, cohort, machine."""
     machine = report["machine"]
+    ceiling = any("ceiling" in e for e in report["metrics"].values())
     lines = ["Held-out evaluation on a virtual cohort (synthetic data; not a clinical validation).", "",
-             f"| metric | value | target | pass | baseline ({report['baseline']}) |", "|---|---|---|---|---|"]
+             f"| metric | value | target | pass | baseline ({report['baseline']}) |"
+             + (" autoencoder ceiling |" if ceiling else ""), "|---|---|---|---|---|" + ("---|" if ceiling else "")]
     for name, e in report["metrics"].items():
         passed = {True: "yes", False: "**no**", None: "–"}[e["pass"]]
-        lines.append(f"| {name} | {_fmt(e['value'])} | {e['target'] or '–'} | {passed} | {_fmt(e.get('baseline'))} |")
+        lines.append(f"| {name} | {_fmt(e['value'])} | {e['target'] or '–'} | {passed} | {_fmt(e.get('baseline'))} |"
+                     + (f" {_fmt(e['ceiling']) if 'ceiling' in e else '–'} |" if ceiling else ""))
+    if ceiling:
+        lines += ["", "Autoencoder ceiling: the true post-treatment crops encoded and decoded by the autoencoder, "
+                      "blended and segmented exactly like a simulation: what a dynamics model that predicted the true "
+                      "latent would score with this autoencoder and segmenter."]
     cohort = report["cohort"]
     lines += ["", f"- Command: `{report['command']}`",
               f"- Cohort: {cohort['path']} ({cohort['n']} cases"

@@ -46,7 +46,8 @@ from pipelines.worldmodel.regions import change_region, latent_masks
 from pipelines.worldmodel.weights import WorldModel
 
 __all__ = ["STRUCTURES", "EDGE_SIGMA_VOXELS", "StructureSummary", "PlanSimulation", "PastedSample",
-           "SimulationResult", "simulate", "parse_plans", "sample_noise", "crop_sizes", "fitting_crop"]
+           "SimulationResult", "simulate", "decode_and_segment", "parse_plans", "sample_noise", "crop_sizes",
+           "fitting_crop"]
 
 # Structures whose volumes are reported: name -> label (`pipelines.volume.LABELS`).
 STRUCTURES: dict[str, int] = {"viable_tumour": LABELS["tumour"], "necrosis": LABELS["necrosis"],
@@ -335,6 +336,46 @@ def _denoise(world: WorldModel, pre_latent: torch.Tensor, masks: torch.Tensor, p
     return torch.cat(out), calls
 
 
+def decode_and_segment(world: WorldModel, latents: torch.Tensor, pre: torch.Tensor, pre_labels: np.ndarray,
+                       region: np.ndarray, timings: dict[str, float] | None = None,
+                       report=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 5 and 6 of `simulate`: decode latents into crops the way every simulated crop is made.
+
+    Decoded crops fade into the pre-treatment crop at the edge of the change region (a soft edge of
+    ``EDGE_SIGMA_VOXELS`` inside it) and equal it outside; the segmenter labels them, and outside the region the labels
+    stay the pre-treatment labels. `pipelines.worldmodel.evaluate` passes the autoencoder's own encoding of the true
+    post-treatment crop through the same function (the "autoencoder ceiling").
+
+    Args:
+        latents: ``(B, C, *L)``; pre: ``(1, 1, X, Y, Z)`` windowed pre crop; pre_labels, region: ``(X, Y, Z)``.
+        timings: ``decode`` and ``segment`` seconds are added to it. report: ``report(message)`` per batch.
+
+    Returns:
+        windowed crops ``(B, X, Y, Z)`` in [-1, 1] and uint8 labels ``(B, X, Y, Z)``.
+    """
+    weight = torch.from_numpy((ndimage.gaussian_filter(region.astype(np.float32), EDGE_SIGMA_VOXELS) * region)
+                              .astype(np.float32))
+    region_t = torch.from_numpy(region)
+    pre_labels_t = torch.from_numpy(pre_labels.astype(np.int64))
+    timings = {} if timings is None else timings
+    timings.setdefault("decode", 0.0)
+    timings.setdefault("segment", 0.0)
+    decoded, labels = [], []
+    for s in range(0, latents.shape[0], world.max_batch):
+        t0 = time.perf_counter()
+        x = world.autoencoder.decode(latents[s:s + world.max_batch]).clamp(-1.0, 1.0)
+        x = pre + weight * (x - pre)
+        t1 = time.perf_counter()
+        predicted = world.segmenter.predict(x)
+        labels.append(torch.where(region_t, predicted, pre_labels_t).to(torch.uint8))
+        decoded.append(x[:, 0])
+        timings["decode"] += t1 - t0
+        timings["segment"] += time.perf_counter() - t1
+        if report is not None:
+            report("decoding and segmenting")
+    return torch.cat(decoded), torch.cat(labels)
+
+
 def _volumes(labels: np.ndarray, voxel_ml: float) -> dict[str, np.ndarray]:
     """Structure volumes (ml) of ``(..., X, Y, Z)`` labels: name → array of the leading shape."""
     return {name: (labels == value).sum(axis=(-3, -2, -1)).astype(np.float64) * voxel_ml
@@ -413,27 +454,10 @@ def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan |
     latents, passes = _denoise(world, pre_latent, masks, plan_context, null_context, noise, steps, guidance, report)
     timings["denoise"] = time.perf_counter() - t0
 
-    # 5. decode; keep the pre crop outside the change region (soft edge inside it)
-    weight = torch.from_numpy((ndimage.gaussian_filter(region.astype(np.float32), EDGE_SIGMA_VOXELS) * region)
-                              .astype(np.float32))
-    decoded, labels = [], []
-    timings["decode"] = timings["segment"] = 0.0
-    region_t = torch.from_numpy(region)
-    pre_labels_t = torch.from_numpy(pre_labels.astype(np.int64))
-    for s in range(0, latents.shape[0], world.max_batch):
-        t0 = time.perf_counter()
-        x = world.autoencoder.decode(latents[s:s + world.max_batch]).clamp(-1.0, 1.0)
-        x = pre + weight * (x - pre)
-        t1 = time.perf_counter()
-        # 6. segment; outside the region the labels stay the pre-treatment labels
-        predicted = world.segmenter.predict(x)
-        labels.append(torch.where(region_t, predicted, pre_labels_t).to(torch.uint8))
-        decoded.append(x[:, 0])
-        timings["decode"] += t1 - t0
-        timings["segment"] += time.perf_counter() - t1
-        report("decoding and segmenting")
-    crops_hu = unwindow_hu(torch.cat(decoded)).numpy().astype(np.float32)
-    crop_labels = torch.cat(labels).numpy()
+    # 5.-6. decode, keep the pre crop outside the change region, segment
+    decoded, crop_labels_t = decode_and_segment(world, latents, pre, pre_labels, region, timings, report)
+    crops_hu = unwindow_hu(decoded).numpy().astype(np.float32)
+    crop_labels = crop_labels_t.numpy()
 
     # 7. volumes per plan and sample, mean ± sd per plan
     voxel_ml = float(np.prod(crop.spacing)) / 1000.0

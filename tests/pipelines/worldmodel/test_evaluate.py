@@ -218,7 +218,8 @@ def dynamics_report(tiny_cohort, tiny_weights):
 def test_dynamics_report_has_every_metric_and_is_strict_json(dynamics_report, tiny_weights):
     r = dynamics_report
     assert set(r["metrics"]) == {"action_sensitivity_ratio", "action_sensitivity_outcome_ratio",
-                                 "viable_change_spearman", "viable_change_mae_ml",
+                                 "viable_change_spearman", "viable_change_within_patient_spearman",
+                                 "viable_change_mae_ml",
                                  "lipiodol_dice", "hu_mean_abs_error", "hu_sd_abs_error", "c2st_accuracy"}
     for name, entry in r["metrics"].items():
         assert {"value", "target", "pass", "baseline"} <= set(entry), name
@@ -317,3 +318,27 @@ def test_cli_eval_and_bench(tiny_cohort, tiny_weights, tmp_path, capsys):
                  "--plans", "1", "--samples", "1", "--steps", "1", "--repeats", "1", "--quiet"]) == 0
     assert json.loads((tmp_path / "b.json").read_text())["config"]["plans"] == 1  # on the first sample case
     assert '"speedup"' in capsys.readouterr().out
+
+
+def test_dynamics_report_has_the_autoencoder_ceiling(dynamics_report, tiny_weights):
+    """Every pair carries the ceiling (true post crop through the autoencoder + segmenter), and the ceiling's
+    figures sit beside the model's in the metrics and the card."""
+    for row in dynamics_report["pairs"]:
+        assert np.isfinite(row["ceiling_viable_change_ml"]) and np.isfinite(row["ceiling_hu_mean"])
+        assert -175.0 <= row["ceiling_hu_mean"] <= 600.0  # decoded crops stay in the model's HU window
+    for name in ("viable_change_mae_ml", "hu_mean_abs_error", "hu_sd_abs_error", "lipiodol_dice"):
+        assert "ceiling" in dynamics_report["metrics"][name], name
+    card = (tiny_weights / "dynamics" / "MODEL_CARD.md").read_text()
+    assert "autoencoder ceiling" in card
+
+
+def test_within_patient_spearman_orders_each_patients_plans():
+    from pipelines.worldmodel.evaluate import _within_patient_spearman
+
+    true = [-30.0, -10.0, 5.0]
+    rows = [{"case_id": c, "true_viable_change_ml": t, "same": t, "reversed": -t, "flat": 1.0}
+            for c in ("A", "B") for t in true]
+    assert _within_patient_spearman(rows, "same").mean == pytest.approx(1.0)
+    assert _within_patient_spearman(rows, "reversed").mean == pytest.approx(-1.0)
+    flat = _within_patient_spearman(rows, "flat")
+    assert flat.n == 0 and np.isnan(flat.mean)  # a constant prediction has no order: undefined, left out

@@ -224,10 +224,9 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
             truth_hu = unwindow_hu(tc.post_image[0].numpy())
             truth_labels = tc.post_labels[0].numpy()
             # 4. per-pair figures
-            pairs.append({**_pair_row(case.case_id, plan, sim, truth_hu, truth_labels, pre_hu, pre_labels, region,
-                                      voxel_ml),
-                          **_ceiling_row(ceiling_hu[k], ceiling_labels[k], truth_labels, pre_labels, region, voxel_ml,
-                                         has_lipiodol="Lipiodol" in plan_parts(plan)[1]),
+            row = _pair_row(case.case_id, plan, sim, truth_hu, truth_labels, pre_hu, pre_labels, region, voxel_ml)
+            pairs.append({**row, **_ceiling_row(ceiling_hu[k], ceiling_labels[k], truth_labels, pre_labels, region,
+                                                voxel_ml, row["has_lipiodol"]),
                           "enlarged_crop": result.enlarged_crop})
             if not result.enlarged_crop:  # the C2ST classifier takes one crop size: the training crop's
                 real.append(_masked(truth_hu, region))
@@ -279,7 +278,8 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
         "viable_change_spearman": metric_entry(
             metrics.spearman([r["pred_viable_change_ml"] for r in pairs], true_change),
             TARGETS["viable_change_spearman"], baseline=metrics.spearman([0.0] * len(pairs), true_change),
-            ceiling=metrics.spearman([r["ceiling_viable_change_ml"] for r in pairs], true_change), n_pairs=len(pairs), note="predicted (mean over samples) vs true viable-tumour change in the crop, ml; "
+            ceiling=metrics.spearman([r["ceiling_viable_change_ml"] for r in pairs], true_change),
+            n_pairs=len(pairs), note="predicted (mean over samples) vs true viable-tumour change in the crop, ml; "
                                      "the baseline predicts no change (undefined correlation)",
             **{f"{name}_crop_{k}": v for name, rows in by_crop.items() for k, v in (
                 ("pairs", len(rows)),

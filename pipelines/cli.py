@@ -74,10 +74,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not args.autoencoder:
             raise ConfigError("`mewm train dynamics` needs --autoencoder DIR (made by `mewm train autoencoder`).")
         report = train.train_dynamics(args.manifest, args.autoencoder, args.out, **common)
+    elif args.model == "segmentation":
+        if args.reconstructed_fraction is not None and not args.autoencoder:
+            raise ConfigError("--reconstructed-fraction needs --autoencoder DIR (whose reconstructions to train on).")
+        fraction = train.RECONSTRUCTED_FRACTION if args.reconstructed_fraction is None else args.reconstructed_fraction
+        report = train.train_segmentation(args.manifest, args.out, autoencoder_dir=args.autoencoder,
+                                          reconstructed_fraction=fraction, **common)
     else:
         if args.autoencoder:
-            raise ConfigError(f"--autoencoder is for `mewm train dynamics` only, not {args.model}.")
-        report = getattr(train, f"train_{args.model}")(args.manifest, args.out, **common)
+            raise ConfigError(f"--autoencoder is for `mewm train dynamics|segmentation` only, not {args.model}.")
+        report = train.train_autoencoder(args.manifest, args.out, **common)
     print(report.summary())
     return 0
 
@@ -185,7 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
         tr = groups["train"].add_parser(model, help=f"train the world model's {model} network")
         tr.add_argument("--manifest", required=True, help="cohort manifest.csv (or its folder)")
         tr.add_argument("--out", required=True, help="output directory (checkpoint, MODEL_CARD.md, train_log.jsonl)")
-        tr.add_argument("--autoencoder", help="trained autoencoder directory (dynamics only)")
+        tr.add_argument("--autoencoder", help="trained autoencoder directory (dynamics: required; segmentation: also "
+                        "train on its reconstructions of the crops, i.e. on crops like the simulated ones)")
+        if model == "segmentation":
+            tr.add_argument("--reconstructed-fraction", type=float,
+                            help="share of training crops replaced by their autoencoder reconstruction "
+                                 "(with --autoencoder; default worldmodel.train.RECONSTRUCTED_FRACTION = 0.5)")
         tr.add_argument("--steps", type=int, help="optimiser steps (default per model: worldmodel.train.DEFAULTS)")
         tr.add_argument("--batch-size", type=int, help="batch size (default per model)")
         tr.add_argument("--lr", type=float, help="learning rate (default per model)")
@@ -199,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         if model != "autoencoder":
             tr.add_argument("--init-from", help=f"fine-tune this {model} checkpoint (e.g. models/weights/{model}); "
                             "same network config and crops; default lr lowered (worldmodel.train.FINE_TUNE_LR)")
-        tr.set_defaults(func=_cmd_train, model=model, init_from=None)
+        tr.set_defaults(func=_cmd_train, model=model, init_from=None, reconstructed_fraction=None)
 
     sim = sub.add_parser("simulate", help="simulate the post-TACE tumour of a case under one or more plans")
     sim.add_argument("--case", required=True,

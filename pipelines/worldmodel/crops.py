@@ -17,7 +17,8 @@ The default folder is ``<manifest dir>/.cache/crops-<key>``.
 Datasets (all in memory; a cohort of 200 cases at 48³ is ~90 MB of float32):
 
 - `AutoencoderCrops`: every pre and post CT crop ``(1, X, Y, Z)``; random flips;
-- `SegmentationCrops`: (crop, labels) pairs, pre and post; the same flips on both;
+- `SegmentationCrops`: (crop, labels) pairs, pre and post; the same flips on both; optionally the autoencoder's
+  reconstructions of the crops in place of some of them (`autoencoder_reconstructions`, cached beside the crops);
 - `LatentPairs`: the autoencoder's latents of the pre and post crops (computed once and cached beside the crops),
   the tumour and change-region masks at latent resolution (`pipelines.worldmodel.regions.latent_masks`), and each
   case's `Plan`.
@@ -49,7 +50,7 @@ from pipelines.manifest import FILE_COLUMNS, ManifestRecord, load_manifest_case,
 from pipelines.progress import ProgressFn, resolve_progress
 
 __all__ = ["CACHE_FORMAT", "CropCacheWarning", "CropConfig", "CropCache", "build_crop_cache", "AutoencoderCrops",
-           "SegmentationCrops", "LatentPairs", "LatentBatch", "random_flips"]
+           "SegmentationCrops", "LatentPairs", "LatentBatch", "random_flips", "autoencoder_reconstructions"]
 
 CACHE_FORMAT = 1
 
@@ -329,7 +330,23 @@ class AutoencoderCrops(_CropTensors):
 
 
 class SegmentationCrops(_CropTensors):
-    """(crop, labels) of every pre and post crop; item ``i`` is ``((1, X, Y, Z) float32, (1, X, Y, Z) int64)``."""
+    """(crop, labels) of every pre and post crop; item ``i`` is ``((1, X, Y, Z) float32, (1, X, Y, Z) int64)``.
+
+    With ``reconstructed`` (the autoencoder's reconstructions of the same crops, `autoencoder_reconstructions`), each
+    drawn crop is replaced by its reconstruction with probability ``reconstructed_fraction``, its labels unchanged:
+    the segmenter then also learns to label the decoded crops the world model simulates (the autoencoder blurs them),
+    not only sharp CT. ``all_batches`` then yields the sharp crops and then their reconstructions.
+    """
+
+    def __init__(self, cache: CropCache, indices: Sequence[int] | None = None, *,
+                 reconstructed: torch.Tensor | None = None, reconstructed_fraction: float = 0.5) -> None:
+        super().__init__(cache, indices)
+        if reconstructed is not None and tuple(reconstructed.shape) != tuple(self.images.shape):
+            raise ValueError(f"SegmentationCrops: reconstructions {tuple(reconstructed.shape)} do not match the crops "
+                             f"{tuple(self.images.shape)}.")
+        if not 0.0 <= reconstructed_fraction <= 1.0:
+            raise ValueError(f"reconstructed_fraction must be in [0, 1], got {reconstructed_fraction!r}.")
+        self.reconstructed, self.reconstructed_fraction = reconstructed, float(reconstructed_fraction)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[i], self.labels[i].long()
@@ -339,13 +356,54 @@ class SegmentationCrops(_CropTensors):
         """Images ``(B, 1, X, Y, Z)`` and labels ``(B, 1, X, Y, Z)`` drawn from ``generator``, flipped alike."""
         idx = self._pick(batch_size, generator)
         x, y = self.images[idx], self.labels[idx].long()
+        if self.reconstructed is not None:
+            use = torch.rand(batch_size, generator=generator) < self.reconstructed_fraction
+            x = torch.where(use[:, None, None, None, None], self.reconstructed[idx].float(), x)
         if augment:
             x, y = random_flips([x, y], generator)
         return x, y
 
     def all_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for s in range(0, len(self), batch_size):
-            yield self.images[s:s + batch_size], self.labels[s:s + batch_size].long()
+        sources = [self.images] + ([self.reconstructed] if self.reconstructed is not None else [])
+        for images in sources:
+            for s in range(0, len(self), batch_size):
+                yield images[s:s + batch_size].float(), self.labels[s:s + batch_size].long()
+
+
+@torch.no_grad()
+def autoencoder_reconstructions(cache: CropCache, autoencoder: torch.nn.Module, indices: Sequence[int] | None = None,
+                                *, weights_key: str, batch_size: int = 8,
+                                progress: bool | ProgressFn | None = None) -> torch.Tensor:
+    """The autoencoder's reconstructions ``decode(encode(x))`` (clamped to [-1, 1], as a simulation is) of the pre and
+    post crops of the chosen cases, ``(2 N, 1, X, Y, Z)`` float16 in `SegmentationCrops` order (pre crops, then post).
+
+    Computed once per cache and autoencoder (``weights_key``: a hash of its weights) and stored beside the crops
+    (``reconstructions-<key>.pt``, written atomically), so a resumed or second run does not decode again.
+    """
+    indices = _check_indices(cache, indices)
+    store = cache.directory / f"reconstructions-{hashlib.sha256(weights_key.encode()).hexdigest()[:16]}.pt"
+    if not store.is_file():
+        was_training = autoencoder.training
+        autoencoder.eval()
+        report = resolve_progress(progress, "reconstruct crops", "case")
+        out: dict[str, list[torch.Tensor]] = {"pre": [], "post": []}
+        try:
+            for s in range(0, len(cache), batch_size):
+                items = [cache.load(i) for i in range(s, min(s + batch_size, len(cache)))]
+                for key in out:
+                    x = torch.from_numpy(np.stack([d[key] for d in items]).astype(np.float32))[:, None]
+                    out[key].append(autoencoder.decode(autoencoder.encode(x)).clamp(-1.0, 1.0).half())
+                if report:
+                    report(s + len(items), len(cache), "")
+        finally:
+            autoencoder.train(was_training)
+        fd, tmp = tempfile.mkstemp(prefix=f".{store.name}.", dir=store.parent)
+        os.close(fd)
+        torch.save({"pre": torch.cat(out["pre"]), "post": torch.cat(out["post"])}, tmp)
+        os.replace(tmp, store)
+    saved = torch.load(store, map_location="cpu", weights_only=True)
+    sel = torch.tensor(indices)
+    return torch.cat([saved["pre"][sel], saved["post"][sel]])
 
 
 @dataclass

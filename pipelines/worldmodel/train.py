@@ -37,12 +37,12 @@ from pipelines.training import (LoopSettings, TrainReport, model_device, resolve
                                 train_loop)
 from pipelines.volume import LABELS
 from pipelines.worldmodel.crops import (AutoencoderCrops, CropCache, CropConfig, LatentPairs, SegmentationCrops,
-                                        build_crop_cache)
+                                        autoencoder_reconstructions, build_crop_cache)
 from pipelines.worldmodel.regions import DEFAULT_CHANGE_MARGIN_MM
 from pipelines.worldmodel.report import display_path
 
 __all__ = ["DEFAULTS", "FINE_TUNE_LR", "MODEL_CONFIGS", "DEFAULT_CROP", "DDPM_SCHEDULER", "KL_WEIGHT",
-           "COND_DROP_PROB", "train_autoencoder", "train_segmentation", "train_dynamics", "build_ddpm_scheduler"]
+           "COND_DROP_PROB", "RECONSTRUCTED_FRACTION", "train_autoencoder", "train_segmentation", "train_dynamics", "build_ddpm_scheduler"]
 
 # Defaults sized for a 2-core CPU (stack-notes.md timings); the CLI uses them too.
 DEFAULTS = {
@@ -60,6 +60,8 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {"autoencoder": {}, "segmentation": {
 DEFAULT_CROP = CropConfig()
 KL_WEIGHT = 1e-6
 COND_DROP_PROB = 0.15
+# Share of segmentation training crops replaced by their autoencoder reconstruction when an autoencoder is given.
+RECONSTRUCTED_FRACTION = 0.5
 DDPM_SCHEDULER = {"name": "DDPMScheduler", "num_train_timesteps": 1000, "schedule": "scaled_linear_beta",
                   "beta_start": 0.0015, "beta_end": 0.0195, "prediction_type": "epsilon"}
 VAL_BATCH = 4
@@ -309,15 +311,23 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
                        progress: bool | ProgressFn | None = True, model_config: dict[str, Any] | None = None,
                        crop: CropConfig | None = None, cache_dir: str | os.PathLike | None = None,
                        schedule: dict[str, int] | None = None, device: str = "cpu", amp: bool = False,
-                       init_from: str | os.PathLike | None = None) -> TrainReport:
+                       init_from: str | os.PathLike | None = None,
+                       autoencoder_dir: str | os.PathLike | None = None,
+                       reconstructed_fraction: float = RECONSTRUCTED_FRACTION) -> TrainReport:
     """Train the crop segmenter (`models.segmentation.CropSegmenter`, 5 classes) on pre and post crops.
 
     Arguments as `train_autoencoder` (defaults `DEFAULTS["segmentation"]`), and:
         init_from: a segmentation checkpoint to fine-tune (e.g. the embedded ``models/weights/segmentation``); its
             network config and crop geometry must be the run's; the default lr becomes `FINE_TUNE_LR`.
+        autoencoder_dir: a trained autoencoder (its crop geometry must be the run's): each training crop is replaced
+            by the autoencoder's reconstruction of it with probability ``reconstructed_fraction`` (same labels), so
+            the segmenter learns to label decoded crops, which is what it measures in a simulation; the validation
+            loss is then over the sharp and the reconstructed held-out crops.
 
     Raises:
-        ConfigError: ``init_from``'s config or crops differ from the run's (both named).
+        ConfigError: ``init_from``'s config or crops differ from the run's (both named); the autoencoder's crops
+            differ from the run's; ``reconstructed_fraction`` outside [0, 1].
+        CheckpointNotFoundError: no autoencoder in ``autoencoder_dir``.
     """
     from monai.losses import DiceCELoss
 
@@ -336,8 +346,27 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
     if init_from is not None:
         start, init = _init_from("segmentation", init_from, lambda c: CropSegmenter(**c), config,
                                  {"spacing": list(crop.spacing), "size": list(crop.crop_size)}, manifest)
+    recon_info, autoencoder = None, None
+    if autoencoder_dir is not None:
+        if not 0.0 <= reconstructed_fraction <= 1.0:
+            raise ConfigError(f"--reconstructed-fraction must be in [0, 1], got {reconstructed_fraction!r}.")
+        autoencoder, ae_meta, ae_weights = _load_autoencoder(autoencoder_dir, manifest)
+        ae_crop = ae_meta.extra.get("crop") or {}
+        if [ae_crop.get("spacing"), ae_crop.get("size")] != [list(crop.spacing), list(crop.crop_size)]:
+            raise ConfigError(f"The autoencoder in {display_path(autoencoder_dir)} was trained on crops "
+                              f"{ae_crop or 'of unrecorded geometry'}; this run's are "
+                              f"{_geometry({'spacing': list(crop.spacing), 'size': list(crop.crop_size)})}. "
+                              "Use an autoencoder of the run's crop geometry.")
+        recon_info = {"dir": display_path(autoencoder_dir), "weights_sha256": ae_weights,
+                      "fraction": float(reconstructed_fraction)}
     cache, split = _prepare(manifest, crop, cache_dir, progress)
-    train, val = SegmentationCrops(cache, split.train), SegmentationCrops(cache, split.val)
+    parts = {}
+    for name, part in (("train", split.train), ("val", split.val)):
+        recon = (autoencoder_reconstructions(cache, autoencoder, part, weights_key=recon_info["weights_sha256"],
+                                             progress=progress) if autoencoder is not None else None)
+        parts[name] = SegmentationCrops(cache, part, reconstructed=recon, reconstructed_fraction=reconstructed_fraction)
+    train, val = parts["train"], parts["val"]
+    del autoencoder
 
     # 2. loss
     criterion = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -348,24 +377,35 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
 
     def val_loss(model: CropSegmenter) -> float:
         dev = model_device(model)
-        losses = [criterion(model(x), y) * len(x) for x, y in (to_device(b, dev) for b in val.all_batches(VAL_BATCH))]
-        return float(sum(losses) / len(val))
+        batches = [to_device(b, dev) for b in val.all_batches(VAL_BATCH)]
+        return float(sum(criterion(model(x), y) * len(x) for x, y in batches) / sum(len(x) for x, _ in batches))
 
     # 3. train, 4. card
-    command = _command("segmentation", cache.manifest, Path(out), settings, init_from=init_from)
+    command = _command("segmentation", cache.manifest, Path(out), settings, init_from=init_from,
+                       autoencoder=autoencoder_dir)
+    if recon_info is not None:
+        command += f" --reconstructed-fraction {reconstructed_fraction:g}"
     more = {"init_from": init["weights_sha256"]} if init else {}
+    if recon_info is not None:
+        more["reconstructions"] = recon_info
     report = train_loop(lambda: _started(CropSegmenter(**config), start), batch_loss, val_loss, settings=settings,
                         out=out, kind="segmentation",
                         identity=_identity(cache, split, **more), n_train=len(split.train), n_val=len(split.val),
                         resume=resume, progress=progress,
                         extra={"crop": {"spacing": list(cache.config.spacing), "size": list(cache.config.crop_size)},
                                "labels": dict(LABELS), "data": _data_extra(cache, split),
-                               **({"init_from": init} if init else {})})
+                               **({"init_from": init} if init else {}),
+                               **({"reconstructions": recon_info} if recon_info else {})})
     _write_card(report, cache, settings, command=command,
                 purpose="Segments liver, viable tumour, necrosis and Lipiodol on tumour-centred CT crops (MONAI "
                         "DynUNet); used to measure the world model's simulated outcomes.",
                 loss="Loss: MONAI DiceCELoss (softmax, one-hot labels, 5 classes) on pre- and post-treatment crops "
-                     "(random flips); validation: the same loss on the held-out crops")
+                     "(random flips)" + (
+                         f"; each crop replaced by the autoencoder's reconstruction of it with probability "
+                         f"{reconstructed_fraction:g} (autoencoder `{recon_info['dir']}`, weights sha256 "
+                         f"{recon_info['weights_sha256'][:16]}…), so that it labels decoded (simulated) crops as "
+                         f"well as sharp CT; validation: the same loss on the sharp and the reconstructed held-out "
+                         f"crops" if recon_info else "; validation: the same loss on the held-out crops"))
     return report
 
 

@@ -171,6 +171,70 @@ def test_cli_train_errors(cohort, tmp_path, tiny_defaults, capsys):
     assert main(["train", "segmentation", "--manifest", str(tmp_path / "none"), "--out", str(tmp_path / "s"),
                  "--quiet"]) == 2
     assert "No manifest" in capsys.readouterr().err
-    assert main(["train", "segmentation", "--manifest", str(cohort), "--autoencoder", str(tmp_path),
+    assert main(["train", "autoencoder", "--manifest", str(cohort), "--autoencoder", str(tmp_path),
+                 "--out", str(tmp_path / "a"), "--quiet"]) == 2
+    assert "only, not autoencoder" in capsys.readouterr().err
+    assert main(["train", "segmentation", "--manifest", str(cohort), "--reconstructed-fraction", "0.3",
                  "--out", str(tmp_path / "s"), "--quiet"]) == 2
-    assert "only, not segmentation" in capsys.readouterr().err
+    assert "needs --autoencoder" in capsys.readouterr().err
+    assert main(["train", "segmentation", "--manifest", str(cohort), "--autoencoder", str(tmp_path / "no_ae"),
+                 "--out", str(tmp_path / "s"), "--quiet"]) == 2
+    assert "mewm train autoencoder" in capsys.readouterr().err  # names the command that makes one
+    assert not (tmp_path / "s").exists()  # refused before any work
+
+
+# ------------------------------------------------------------------------------------------------ reconstructions
+def test_segmenter_trains_on_autoencoder_reconstructions(cohort, autoencoder, tmp_path):
+    report = _run("segmentation", cohort, autoencoder, tmp_path / "seg", autoencoder_dir=autoencoder,
+                  reconstructed_fraction=0.25)
+    _, meta = _state(tmp_path / "seg", "segmentation")
+    recon = meta.extra["reconstructions"]
+    assert recon["fraction"] == 0.25 and len(recon["weights_sha256"]) == 64
+    card = (tmp_path / "seg" / "MODEL_CARD.md").read_text()
+    assert "reconstruction of it with probability 0.25" in card and "--reconstructed-fraction 0.25" in card
+    assert f"--autoencoder {autoencoder}" in card
+    assert report.final_val_loss > 0
+    # a resumed run with another share of reconstructions is another run: refused
+    with pytest.raises(ConfigError):
+        _run("segmentation", cohort, autoencoder, tmp_path / "seg", steps=3, resume=True,
+             autoencoder_dir=autoencoder, reconstructed_fraction=0.5)
+
+
+def test_reconstructions_are_the_autoencoders_and_replace_crops_at_the_given_rate(cohort, autoencoder):
+    from pipelines.worldmodel.crops import SegmentationCrops, autoencoder_reconstructions
+
+    cache = build_crop_cache(cohort, spacing=TINY_CROP.spacing, crop_size=TINY_CROP.crop_size, progress=False)
+    model, _ = load_checkpoint(autoencoder, kind="autoencoder", build=BUILD["autoencoder"], command="test")
+    recon = autoencoder_reconstructions(cache, model, [1, 2], weights_key="k")
+    sharp = SegmentationCrops(cache, [1, 2])
+    assert recon.shape == sharp.images.shape and recon.dtype == torch.float16
+    with torch.no_grad():
+        expected = model.decode(model.encode(sharp.images)).clamp(-1, 1)
+    torch.testing.assert_close(recon.float(), expected, atol=2e-3, rtol=0)
+    assert list(cache.directory.glob("reconstructions-*.pt")), "stored beside the crops for the next run"
+
+    everything = SegmentationCrops(cache, [1, 2], reconstructed=recon, reconstructed_fraction=1.0)
+    none = SegmentationCrops(cache, [1, 2], reconstructed=recon, reconstructed_fraction=0.0)
+    g = torch.Generator().manual_seed(0)
+    x, y = everything.sample_batch(8, g, augment=False)
+    idx = torch.randint(len(sharp), (8,), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x, recon[idx].float())
+    assert torch.equal(y, sharp.labels[idx].long()), "labels stay the true labels"
+    x0, _ = none.sample_batch(8, torch.Generator().manual_seed(0), augment=False)
+    torch.testing.assert_close(x0, sharp.images[idx])
+    batches = list(everything.all_batches(3))
+    assert sum(len(b[0]) for b in batches) == 2 * len(sharp), "validation sees the sharp and reconstructed crops"
+    with pytest.raises(ValueError, match="do not match"):
+        SegmentationCrops(cache, [1], reconstructed=recon)
+
+
+def test_reconstructions_need_an_autoencoder_of_the_same_crops(cohort, autoencoder, tmp_path):
+    from pipelines.worldmodel.crops import CropConfig
+
+    with pytest.raises(ConfigError, match="Use an autoencoder of the run's crop geometry"):
+        train_segmentation(cohort, tmp_path / "s", steps=1, progress=False, model_config=TINY_SEG,
+                           crop=CropConfig((5.0, 5.0, 5.0), (32, 32, 32)), autoencoder_dir=autoencoder)
+    with pytest.raises(ConfigError, match=r"in \[0, 1\]"):
+        _run("segmentation", cohort, autoencoder, tmp_path / "s2", autoencoder_dir=autoencoder,
+             reconstructed_fraction=1.5)
+    assert not (tmp_path / "s").exists() and not (tmp_path / "s2").exists()

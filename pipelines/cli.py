@@ -68,7 +68,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     common = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=args.resume,
                   progress=not args.quiet, device=args.device, amp=args.amp)
-    if args.init_from:  # segmentation and dynamics only (the autoencoder's parser has no --init-from)
+    if args.init_from:
         common["init_from"] = args.init_from
     if args.model == "dynamics":
         if not args.autoencoder:
@@ -207,9 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "GPU); a GPU torch cannot use is an error, never a silent CPU run")
         tr.add_argument("--amp", action="store_true", help="bf16 autocast of the forward passes (CUDA only)")
         tr.add_argument("--quiet", action="store_true", help="no progress bar")
-        if model != "autoencoder":
-            tr.add_argument("--init-from", help=f"fine-tune this {model} checkpoint (e.g. models/weights/{model}); "
-                            "same network config and crops; default lr lowered (worldmodel.train.FINE_TUNE_LR)")
+        tr.add_argument("--init-from", help=f"fine-tune this {model} checkpoint (e.g. models/weights/{model}); "
+                        "same network config and crops; default lr lowered (worldmodel.train.FINE_TUNE_LR)")
         tr.set_defaults(func=_cmd_train, model=model, init_from=None, reconstructed_fraction=None)
 
     sim = sub.add_parser("simulate", help="simulate the post-TACE tumour of a case under one or more plans")

@@ -13,7 +13,7 @@ Every trainer: 1. crop cache of the manifest (`build_crop_cache`) and the fixed 
   classifier-free guidance. The latents come from a trained autoencoder, encoded once (`LatentPairs`).
 
 Every trainer takes ``device``/``amp`` (`pipelines.training.LoopSettings`; batches are drawn on the CPU and moved
-with `to_device`), and segmentation and dynamics take ``init_from``: fine-tune a checkpoint of the same kind (same
+with `to_device`) and ``init_from``: fine-tune a checkpoint of the same kind (same
 network config and crop geometry, checked first; for dynamics also the same autoencoder) at a lower default lr
 (`FINE_TUNE_LR`); the card and ``extra["init_from"]`` record the checkpoint and the sha256 of its weights.
 """
@@ -54,7 +54,7 @@ DEFAULTS = {
 }
 # Default lr when fine-tuning a trained checkpoint (`init_from`): a fifth of the from-scratch lr, so the first steps
 # on a new cohort adjust the weights rather than overwrite them.
-FINE_TUNE_LR = {"segmentation": 2e-4, "dynamics": 4e-5}
+FINE_TUNE_LR = {"autoencoder": 2e-4, "segmentation": 2e-4, "dynamics": 4e-5}
 # Network and crop configs used when a trainer gets none (the constructors' defaults, docs/worldmodel_design.md).
 MODEL_CONFIGS: dict[str, dict[str, Any]] = {"autoencoder": {}, "segmentation": {}, "dynamics": {}}
 DEFAULT_CROP = CropConfig()
@@ -245,7 +245,8 @@ def train_autoencoder(manifest: str | os.PathLike, out: str | os.PathLike, *, st
                       batch_size: int | None = None, lr: float | None = None, seed: int = 0, resume: bool = False,
                       progress: bool | ProgressFn | None = True, model_config: dict[str, Any] | None = None,
                       crop: CropConfig | None = None, cache_dir: str | os.PathLike | None = None,
-                      schedule: dict[str, int] | None = None, device: str = "cpu", amp: bool = False) -> TrainReport:
+                      schedule: dict[str, int] | None = None, device: str = "cpu", amp: bool = False,
+                      init_from: str | os.PathLike | None = None) -> TrainReport:
     """Train the crop autoencoder (`models.autoencoder.CropAutoencoder`) and write its checkpoint and card to ``out``.
 
     Args:
@@ -257,16 +258,27 @@ def train_autoencoder(manifest: str | os.PathLike, out: str | os.PathLike, *, st
         cache_dir: crop cache folder (default beside the manifest).
         schedule: ``log_every``/``val_every``/``checkpoint_every`` overrides of `LoopSettings`.
         device, amp: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"auto"``; bf16 autocast (CUDA only).
+        init_from: an autoencoder checkpoint to train further (same network config and crops; default lr
+            `FINE_TUNE_LR`). Its latents change, so a dynamics model trained on the old ones must be retrained.
+
+    Raises:
+        ConfigError: ``init_from``'s config or crops differ from the run's (both named).
     """
     from models.autoencoder import CropAutoencoder
 
-    # 1. data
-    settings = _settings("autoencoder", steps, batch_size, lr, seed, schedule, device, amp)
-    cache, split = _prepare(manifest, crop or DEFAULT_CROP, cache_dir, progress)
+    # 1. the start weights (checked before any crop is made), data
+    settings = _settings("autoencoder", steps, batch_size, lr, seed, schedule, device, amp,
+                         fine_tune=init_from is not None)
+    crop = crop or DEFAULT_CROP
+    config = model_config if model_config is not None else MODEL_CONFIGS["autoencoder"]
+    start, init = None, None
+    if init_from is not None:
+        start, init = _init_from("autoencoder", init_from, lambda c: CropAutoencoder(**c), config,
+                                 {"spacing": list(crop.spacing), "size": list(crop.crop_size)}, manifest)
+    cache, split = _prepare(manifest, crop, cache_dir, progress)
     train, val = AutoencoderCrops(cache, split.train), AutoencoderCrops(cache, split.val)
 
-    # 2. model and losses
-    config = model_config if model_config is not None else MODEL_CONFIGS["autoencoder"]
+    # 2. losses
 
     def batch_loss(model: CropAutoencoder, generator: torch.Generator) -> torch.Tensor:
         x = to_device(train.sample_batch(settings.batch_size, generator), model_device(model))
@@ -286,13 +298,15 @@ def train_autoencoder(manifest: str | os.PathLike, out: str | os.PathLike, *, st
         return {"scale_factor": float(m.scale_factor)}
 
     # 3. train, 4. card
-    command = _command("autoencoder", cache.manifest, Path(out), settings)
-    report = train_loop(lambda: CropAutoencoder(**config), batch_loss, val_loss, settings=settings, out=out,
-                        kind="autoencoder",
-                        identity=_identity(cache, split), n_train=len(split.train), n_val=len(split.val),
+    command = _command("autoencoder", cache.manifest, Path(out), settings, init_from=init_from)
+    more = {"init_from": init["weights_sha256"]} if init else {}
+    report = train_loop(lambda: _started(CropAutoencoder(**config), start), batch_loss, val_loss, settings=settings,
+                        out=out, kind="autoencoder",
+                        identity=_identity(cache, split, **more), n_train=len(split.train), n_val=len(split.val),
                         resume=resume, progress=progress, before_save=set_scale,
                         extra={"crop": {"spacing": list(cache.config.spacing), "size": list(cache.config.crop_size)},
-                               "data": _data_extra(cache, split), "kl_weight": KL_WEIGHT})
+                               "data": _data_extra(cache, split), "kl_weight": KL_WEIGHT,
+                               **({"init_from": init} if init else {})})
     _write_card(report, cache, settings, command=command,
                 purpose="Stage 1 of the world model: a KL autoencoder (MONAI AutoencoderKL) that maps tumour-centred "
                         "CT crops to latents for the dynamics model and back.",

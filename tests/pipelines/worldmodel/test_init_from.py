@@ -8,7 +8,7 @@ import hashlib
 
 import pytest
 import torch
-from wm_training_helpers import FAST, TINY_CROP, TINY_DYN, TINY_SEG, tiny_autoencoder, tiny_cohort
+from wm_training_helpers import FAST, TINY_AE, TINY_CROP, TINY_DYN, TINY_SEG, tiny_autoencoder, tiny_cohort
 
 from models.checkpoint import load_checkpoint
 from models.errors import CheckpointNotFoundError, ConfigError
@@ -109,6 +109,24 @@ def test_cli_init_from(cohort, pretrained, tmp_path, monkeypatch, capsys):
     common = ["--manifest", str(cohort), "--steps", "1", "--batch-size", "2", "--quiet"]
     assert main(["train", "segmentation", "--out", str(tmp_path / "t"), "--init-from", str(pretrained), *common]) == 0
     assert "fine-tuned from" in (tmp_path / "t" / "MODEL_CARD.md").read_text()
-    with pytest.raises(SystemExit):  # argparse: the autoencoder has no --init-from
-        main(["train", "autoencoder", "--out", str(tmp_path / "a"), "--init-from", str(pretrained), *common])
-    assert "unrecognized arguments: --init-from" in capsys.readouterr().err
+    assert main(["train", "autoencoder", "--out", str(tmp_path / "a"), "--init-from", str(pretrained), *common]) == 2
+    assert "kind 'segmentation', not 'autoencoder'" in capsys.readouterr().err
+
+
+def test_autoencoder_trains_on_from_its_checkpoint(cohort, autoencoder, tmp_path):
+    from models.autoencoder import CropAutoencoder
+    from pipelines.worldmodel.train import train_autoencoder
+
+    kw = {"batch_size": 2, "progress": False, "schedule": FAST, "crop": TINY_CROP, "model_config": TINY_AE}
+    tuned = train_autoencoder(cohort, tmp_path / "ae", steps=1, init_from=autoencoder, lr=1e-12, **kw)
+    sha = hashlib.sha256((autoencoder / "model.pt").read_bytes()).hexdigest()
+    assert tuned.extra["init_from"]["weights_sha256"] == sha
+    build = lambda c: CropAutoencoder(**c)  # noqa: E731
+    before, _ = load_checkpoint(autoencoder, kind="autoencoder", build=build, command="test")
+    after, _ = load_checkpoint(tmp_path / "ae", kind="autoencoder", build=build, command="test")
+    for name, value in before.state_dict().items():  # lr ~0: the start weights come through
+        if name != "scale_factor":
+            torch.testing.assert_close(after.state_dict()[name], value)
+    with pytest.raises(ConfigError, match="network config"):
+        train_autoencoder(cohort, tmp_path / "ae2", steps=1, init_from=autoencoder,
+                          **{**kw, "model_config": {**TINY_AE, "latent_channels": 3}})

@@ -388,19 +388,15 @@ def autoencoder_reconstructions(cache: CropCache, autoencoder: torch.nn.Module, 
         report = resolve_progress(progress, "reconstruct crops", "case")
         out: dict[str, list[torch.Tensor]] = {"pre": [], "post": []}
         try:
-            for s in range(0, len(cache), batch_size):
-                items = [cache.load(i) for i in range(s, min(s + batch_size, len(cache)))]
+            for done, items in _cache_batches(cache, batch_size):
                 for key in out:
                     x = torch.from_numpy(np.stack([d[key] for d in items]).astype(np.float32))[:, None]
                     out[key].append(autoencoder.decode(autoencoder.encode(x)).clamp(-1.0, 1.0).half())
                 if report:
-                    report(s + len(items), len(cache), "")
+                    report(done, len(cache), "")
         finally:
             autoencoder.train(was_training)
-        fd, tmp = tempfile.mkstemp(prefix=f".{store.name}.", dir=store.parent)
-        os.close(fd)
-        torch.save({"pre": torch.cat(out["pre"]), "post": torch.cat(out["post"])}, tmp)
-        os.replace(tmp, store)
+        _save_atomic({"pre": torch.cat(out["pre"]), "post": torch.cat(out["post"])}, store)
     saved = torch.load(store, map_location="cpu", weights_only=True)
     sel = torch.tensor(indices)
     return torch.cat([saved["pre"][sel], saved["post"][sel]])
@@ -497,8 +493,7 @@ def _encode_all(cache: CropCache, autoencoder: torch.nn.Module, store: Path, cha
     report = resolve_progress(progress, "encode crops", "case")
     pre, post, masks = [], [], []
     try:
-        for s in range(0, len(cache), batch_size):
-            items = [cache.load(i) for i in range(s, min(s + batch_size, len(cache)))]
+        for done, items in _cache_batches(cache, batch_size):
             for key, out in (("pre", pre), ("post", post)):
                 x = torch.from_numpy(np.stack([d[key] for d in items]))[:, None]
                 out.append(autoencoder.encode(x))
@@ -506,10 +501,22 @@ def _encode_all(cache: CropCache, autoencoder: torch.nn.Module, store: Path, cha
                                       change_margin_mm)
                          for d in items)
             if report:
-                report(s + len(items), len(cache), "")
+                report(done, len(cache), "")
     finally:
         autoencoder.train(was_training)
+    _save_atomic({"pre": torch.cat(pre), "post": torch.cat(post), "masks": torch.stack(masks)}, store)
+
+
+def _cache_batches(cache: CropCache, batch_size: int) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """Every case of ``cache`` in order, ``batch_size`` at a time: ``(cases done so far, loaded items)``."""
+    for s in range(0, len(cache), batch_size):
+        items = [cache.load(i) for i in range(s, min(s + batch_size, len(cache)))]
+        yield s + len(items), items
+
+
+def _save_atomic(data: dict[str, torch.Tensor], store: Path) -> None:
+    """``torch.save`` into a temporary file beside ``store``, then renamed (never half-written)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{store.name}.", dir=store.parent)
     os.close(fd)
-    torch.save({"pre": torch.cat(pre), "post": torch.cat(post), "masks": torch.stack(masks)}, tmp)
+    torch.save(data, tmp)
     os.replace(tmp, store)

@@ -42,7 +42,8 @@ from pipelines.worldmodel.regions import DEFAULT_CHANGE_MARGIN_MM
 from pipelines.worldmodel.report import display_path
 
 __all__ = ["DEFAULTS", "FINE_TUNE_LR", "MODEL_CONFIGS", "DEFAULT_CROP", "DDPM_SCHEDULER", "KL_WEIGHT",
-           "COND_DROP_PROB", "RECONSTRUCTED_FRACTION", "train_autoencoder", "train_segmentation", "train_dynamics", "build_ddpm_scheduler"]
+           "COND_DROP_PROB", "RECONSTRUCTED_FRACTION", "train_autoencoder", "train_segmentation", "train_dynamics",
+           "build_ddpm_scheduler"]
 
 # Defaults sized for a 2-core CPU (stack-notes.md timings); the CLI uses them too.
 DEFAULTS = {

@@ -339,14 +339,19 @@ class SegmentationCrops(_CropTensors):
     """
 
     def __init__(self, cache: CropCache, indices: Sequence[int] | None = None, *,
-                 reconstructed: torch.Tensor | None = None, reconstructed_fraction: float = 0.5) -> None:
+                 reconstructions: dict[str, torch.Tensor] | None = None, reconstructed_fraction: float = 0.5) -> None:
+        """``reconstructions``: `autoencoder_reconstructions` of the whole ``cache``; the chosen cases are taken."""
         super().__init__(cache, indices)
-        if reconstructed is not None and tuple(reconstructed.shape) != tuple(self.images.shape):
-            raise ValueError(f"SegmentationCrops: reconstructions {tuple(reconstructed.shape)} do not match the crops "
-                             f"{tuple(self.images.shape)}.")
         if not 0.0 <= reconstructed_fraction <= 1.0:
             raise ValueError(f"reconstructed_fraction must be in [0, 1], got {reconstructed_fraction!r}.")
-        self.reconstructed, self.reconstructed_fraction = reconstructed, float(reconstructed_fraction)
+        self.reconstructed = None
+        if reconstructions is not None:
+            if any(len(reconstructions[k]) != len(cache) for k in ("pre", "post")):
+                raise ValueError(f"SegmentationCrops: reconstructions of {len(reconstructions['pre'])} cases do not "
+                                 f"match the cache's {len(cache)}.")
+            sel = torch.tensor(self.indices)
+            self.reconstructed = torch.cat([reconstructions["pre"][sel], reconstructions["post"][sel]])
+        self.reconstructed_fraction = float(reconstructed_fraction)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[i], self.labels[i].long()
@@ -371,16 +376,15 @@ class SegmentationCrops(_CropTensors):
 
 
 @torch.no_grad()
-def autoencoder_reconstructions(cache: CropCache, autoencoder: torch.nn.Module, indices: Sequence[int] | None = None,
-                                *, weights_key: str, batch_size: int = 8,
-                                progress: bool | ProgressFn | None = None) -> torch.Tensor:
-    """The autoencoder's reconstructions ``decode(encode(x))`` (clamped to [-1, 1], as a simulation is) of the pre and
-    post crops of the chosen cases, ``(2 N, 1, X, Y, Z)`` float16 in `SegmentationCrops` order (pre crops, then post).
+def autoencoder_reconstructions(cache: CropCache, autoencoder: torch.nn.Module, *, weights_key: str,
+                                batch_size: int = 8,
+                                progress: bool | ProgressFn | None = None) -> dict[str, torch.Tensor]:
+    """The autoencoder's reconstructions ``decode(encode(x))`` (clamped to [-1, 1], as a simulation is) of every pre
+    and post crop of ``cache``: ``{"pre", "post"}``, each ``(N, 1, X, Y, Z)`` float16 in case order.
 
     Computed once per cache and autoencoder (``weights_key``: a hash of its weights) and stored beside the crops
     (``reconstructions-<key>.pt``, written atomically), so a resumed or second run does not decode again.
     """
-    indices = _check_indices(cache, indices)
     store = cache.directory / f"reconstructions-{hashlib.sha256(weights_key.encode()).hexdigest()[:16]}.pt"
     if not store.is_file():
         was_training = autoencoder.training
@@ -397,9 +401,7 @@ def autoencoder_reconstructions(cache: CropCache, autoencoder: torch.nn.Module, 
         finally:
             autoencoder.train(was_training)
         _save_atomic({"pre": torch.cat(out["pre"]), "post": torch.cat(out["post"])}, store)
-    saved = torch.load(store, map_location="cpu", weights_only=True)
-    sel = torch.tensor(indices)
-    return torch.cat([saved["pre"][sel], saved["post"][sel]])
+    return torch.load(store, map_location="cpu", weights_only=True)
 
 
 @dataclass

@@ -375,13 +375,11 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
         recon_info = {"dir": display_path(autoencoder_dir), "weights_sha256": ae_weights,
                       "fraction": float(reconstructed_fraction)}
     cache, split = _prepare(manifest, crop, cache_dir, progress)
-    parts = {}
-    for name, part in (("train", split.train), ("val", split.val)):
-        recon = (autoencoder_reconstructions(cache, autoencoder, part, weights_key=recon_info["weights_sha256"],
-                                             progress=progress) if autoencoder is not None else None)
-        parts[name] = SegmentationCrops(cache, part, reconstructed=recon, reconstructed_fraction=reconstructed_fraction)
-    train, val = parts["train"], parts["val"]
-    del autoencoder
+    recon = (autoencoder_reconstructions(cache, autoencoder, weights_key=recon_info["weights_sha256"],
+                                         progress=progress) if autoencoder is not None else None)
+    train, val = (SegmentationCrops(cache, part, reconstructions=recon, reconstructed_fraction=reconstructed_fraction)
+                  for part in (split.train, split.val))
+    del autoencoder, recon
 
     # 2. loss
     criterion = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -392,8 +390,10 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
 
     def val_loss(model: CropSegmenter) -> float:
         dev = model_device(model)
-        batches = [to_device(b, dev) for b in val.all_batches(VAL_BATCH)]
-        return float(sum(criterion(model(x), y) * len(x) for x, y in batches) / sum(len(x) for x, _ in batches))
+        total, n = 0.0, 0
+        for x, y in (to_device(b, dev) for b in val.all_batches(VAL_BATCH)):
+            total, n = total + float(criterion(model(x), y)) * len(x), n + len(x)
+        return total / n
 
     # 3. train, 4. card
     command = _command("segmentation", cache.manifest, Path(out), settings, init_from=init_from,

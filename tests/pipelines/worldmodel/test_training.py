@@ -205,7 +205,9 @@ def test_reconstructions_are_the_autoencoders_and_replace_crops_at_the_given_rat
 
     cache = build_crop_cache(cohort, spacing=TINY_CROP.spacing, crop_size=TINY_CROP.crop_size, progress=False)
     model, _ = load_checkpoint(autoencoder, kind="autoencoder", build=BUILD["autoencoder"], command="test")
-    recon = autoencoder_reconstructions(cache, model, [1, 2], weights_key="k")
+    everything = SegmentationCrops(cache, [1, 2], reconstructions=autoencoder_reconstructions(
+        cache, model, weights_key="k"), reconstructed_fraction=1.0)
+    recon = everything.reconstructed
     sharp = SegmentationCrops(cache, [1, 2])
     assert recon.shape == sharp.images.shape and recon.dtype == torch.float16
     with torch.no_grad():
@@ -213,8 +215,8 @@ def test_reconstructions_are_the_autoencoders_and_replace_crops_at_the_given_rat
     torch.testing.assert_close(recon.float(), expected, atol=2e-3, rtol=0)
     assert list(cache.directory.glob("reconstructions-*.pt")), "stored beside the crops for the next run"
 
-    everything = SegmentationCrops(cache, [1, 2], reconstructed=recon, reconstructed_fraction=1.0)
-    none = SegmentationCrops(cache, [1, 2], reconstructed=recon, reconstructed_fraction=0.0)
+    none = SegmentationCrops(cache, [1, 2], reconstructions=autoencoder_reconstructions(cache, model, weights_key="k"),
+                             reconstructed_fraction=0.0)
     g = torch.Generator().manual_seed(0)
     x, y = everything.sample_batch(8, g, augment=False)
     idx = torch.randint(len(sharp), (8,), generator=torch.Generator().manual_seed(0))
@@ -225,7 +227,7 @@ def test_reconstructions_are_the_autoencoders_and_replace_crops_at_the_given_rat
     batches = list(everything.all_batches(3))
     assert sum(len(b[0]) for b in batches) == 2 * len(sharp), "validation sees the sharp and reconstructed crops"
     with pytest.raises(ValueError, match="do not match"):
-        SegmentationCrops(cache, [1], reconstructed=recon)
+        SegmentationCrops(cache, [1], reconstructions={"pre": recon[:1], "post": recon[:1]})
 
 
 def test_reconstructions_need_an_autoencoder_of_the_same_crops(cohort, autoencoder, tmp_path):

@@ -65,6 +65,9 @@ class WorldModelConfig:
     # lesions larger than the training crop are simulated in a larger crop (same voxel size) up to this side, in
     # voxels; set it to the training crop size (48) to refuse them instead
     max_crop_voxels: int = 96
+    # the dtype the networks compute in while sampling: "float32" (same figures on any machine) or "bfloat16"
+    # (several times faster on CPUs with AMX / AVX512-BF16, slightly different samples; see the dynamics card)
+    precision: str = "float32"
 
 
 @dataclass

@@ -19,7 +19,8 @@ drawn on the CPU with the CPU generator, so a GPU run sees the same batches, fli
 trainers move them with `to_device` to `model_device(model)`. ``train_state.pt`` and the checkpoint always hold CPU
 tensors and are read with ``map_location="cpu"``, so a GPU run resumes on a CPU machine and back (the device is not
 part of a run's identity). A CUDA device torch cannot use is a `DeviceUnavailableError`, never a silent CPU run.
-``amp`` (CUDA only) runs the losses under bf16 autocast; gradients, optimiser and checkpoints stay float32.
+``amp`` runs the losses under bf16 autocast (CUDA GPUs with bf16, or CPUs with native bf16 units: AMX /
+AVX512-BF16, `cpu_has_native_bf16`); gradients, optimiser and checkpoints stay float32.
 """
 
 from __future__ import annotations
@@ -120,9 +121,11 @@ def resolve_device(spec: str = "cpu", *, amp: bool = False, flag: str = "--devic
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec == "cpu":
-        if amp:
-            raise DeviceUnavailableError(f"--amp (bf16 autocast) is for CUDA GPUs only; {flag} resolved to the CPU. "
-                                         f"Drop --amp, or train with {flag} cuda on a machine with a GPU.")
+        if amp and not cpu_has_native_bf16():
+            raise DeviceUnavailableError(f"--amp (bf16 autocast) on the CPU needs native bfloat16 units (Intel AMX or "
+                                         f"AVX512-BF16), which this CPU ({torch.backends.cpu.get_cpu_capability()}) "
+                                         f"lacks: it would be slower than float32. Drop --amp, or train with {flag} "
+                                         "cuda on a machine with a GPU.")
         return torch.device("cpu")
     if not torch.cuda.is_available():
         build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
@@ -138,6 +141,15 @@ def resolve_device(spec: str = "cpu", *, amp: bool = False, flag: str = "--devic
         raise DeviceUnavailableError(f"--amp needs bf16 support; {torch.cuda.get_device_name(index)} has none. "
                                      "Drop --amp.")
     return torch.device("cuda", index)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN computes bfloat16 natively on this CPU (AMX or AVX512-BF16), so bf16 autocast is faster than
+    float32 here rather than emulated."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without the query: assume not
+        return False
 
 
 def to_device(obj: Any, device: torch.device | str) -> Any:
@@ -171,7 +183,7 @@ def device_description(device: torch.device | str, amp: bool = False) -> str:
     """How a model card names the hardware of a run: the CPU with its torch threads, or the GPU by name."""
     device = torch.device(device)
     if device.type == "cpu":
-        return f"with {torch.get_num_threads()} torch thread(s), CPU"
+        return f"with {torch.get_num_threads()} torch thread(s), CPU{', bf16 autocast' if amp else ''}"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     return f"on {device} ({name}){', bf16 autocast' if amp else ''}"
 

@@ -78,7 +78,8 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
     tr.add_argument("--resume", action="store_true", help="deep: continue the run saved in --out")
     tr.add_argument("--device", default="cpu", help="deep: cpu (default), cuda, cuda:N, or auto (cuda if torch sees a "
                     "GPU); a GPU torch cannot use is an error, never a silent CPU run")
-    tr.add_argument("--amp", action="store_true", help="deep: bf16 autocast of the forward passes (CUDA only)")
+    tr.add_argument("--amp", action="store_true", help="deep: bf16 autocast of the forward passes (CUDA GPUs, or CPUs "
+                    "with AMX / AVX512-BF16)")
     tr.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=_cmd_train)

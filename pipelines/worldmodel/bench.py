@@ -10,12 +10,17 @@ description. Recipe of `bench_dynamics`:
 4. samples per second of both (best repeat), the speed-up, seconds per simulated plan, denoiser passes per plan
    compared with the reference MeWM (200 ancestral DDPM steps per sample, batches of 5, reference-mewm.md §3),
    peak memory (``ru_maxrss`` of the process: the peak so far, loading included) and torch threads.
+
+Steps 1–4 run once per compute precision (`WorldModel.precision`, default float32 then bfloat16) on the same loaded
+networks, so the precisions are compared on the same machine in the same run; the first is the headline.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +33,8 @@ from pipelines.progress import ProgressFn, resolve_progress
 from pipelines.worldmodel.metrics import json_safe
 from pipelines.worldmodel.report import (command_line, machine_info, metric_entry, peak_rss_mb,
                                          update_card_section, write_report)
-from pipelines.worldmodel.weights import load_world_model
+from pipelines.worldmodel.simulate import DECODE_BATCH
+from pipelines.worldmodel.weights import PRECISIONS, WorldModel, load_world_model
 
 __all__ = ["REFERENCE", "SPEEDUP_TARGET", "bench_dynamics"]
 
@@ -45,83 +51,60 @@ def _spread(items: list[Any], k: int) -> list[Any]:
 
 
 def bench_dynamics(weights_dir: str | os.PathLike | None = None, *, plans: int = 8, samples: int = 5,
-                   steps: int = 25, repeats: int = 2, guidance: float = 2.0, case: Case | None = None,
+                   steps: int = 25, repeats: int = 2, guidance: float = 2.0,
+                   precisions: Sequence[str] = PRECISIONS, case: Case | None = None,
                    out: str | os.PathLike | None = None, update_card: bool = True,
                    progress: bool | ProgressFn | None = None) -> dict[str, Any]:
-    """Time batched vs one-at-a-time sampling (see the module docstring).
+    """Time batched vs one-at-a-time sampling (see the module docstring), in each compute precision.
 
     Args:
         weights_dir: world-model weights (default: the configured ``[worldmodel] weights_dir``).
         plans, samples: P plans × T samples simulated per repeat. steps, guidance: as in `WorldModel.simulate`.
         repeats: timed repeats of each mode (the best is reported, all are kept).
+        precisions: `WorldModel.precision` values to time, one after the other; the first is the headline.
         case: the case to simulate (default: the first sample case).
         out: JSON path (default ``<weights>/dynamics/benchmark.json``).
         update_card: write the "Benchmark" section of ``<weights>/dynamics/MODEL_CARD.md``.
         progress: ``progress(done, total, message)`` per simulate call, ``True`` for a tqdm bar.
 
     Returns:
-        the JSON-safe report: ``batched`` and ``one_at_a_time`` (seconds per repeat, samples per second),
-        ``speedup``, ``seconds_per_plan``, ``denoiser`` (passes per plan and sample vs ``reference``),
-        ``peak_rss_mb``, ``machine``, ``config``.
+        the JSON-safe report: for the headline precision ``batched`` and ``one_at_a_time`` (seconds per repeat,
+        samples per second), ``speedup``, ``seconds_per_plan``, ``denoiser`` (passes per plan and sample vs
+        ``reference``); ``runs``: the same per precision; ``peak_rss_mb``, ``machine``, ``config``.
     """
-    # 1. inputs, weights, case, plans, warm-up
+    # 1. inputs, weights, case, plans
     if min(samples, steps, repeats) < 1:
         raise ConfigError(f"bench_dynamics needs samples, steps and repeats >= 1, got {samples}, {steps}, {repeats}.")
-    world = load_world_model(weights_dir)
+    precisions = tuple(precisions)
+    if not precisions or len(set(precisions)) != len(precisions) or not set(precisions) <= set(PRECISIONS):
+        raise ConfigError(f"bench_dynamics: precisions must be distinct values of {', '.join(PRECISIONS)}, got "
+                          f"{precisions!r}.")
+    world = load_world_model(weights_dir, precision=precisions[0])
     if case is None:
         from pipelines.samples import list_sample_cases, load_sample_case
 
         case = load_sample_case(list_sample_cases()[0].case_id)
     plan_list = _spread(cohort_plan_space(), plans)
     report = resolve_progress(progress, "bench dynamics", "call")
-    total_calls, done = 1 + repeats * (1 + plans * samples), [0]
+    total_calls, done = len(precisions) * (1 + repeats * (1 + plans * samples)), [0]
 
     def tick(message: str) -> None:
         done[0] += 1
         if report:
             report(done[0], total_calls, message)
 
-    world.simulate(case, plan_list[:1], samples=1, seed=0, steps=steps, guidance=guidance)
-    tick("warm-up")
+    runs = [_time_modes(replace(world, precision=precision), case, plan_list, samples, steps, repeats, guidance,
+                        tick) for precision in precisions]
 
-    # 2. batched: every plan and sample in one call
-    batched, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = world.simulate(case, plan_list, samples=samples, seed=0, steps=steps, guidance=guidance)
-        batched.append(time.perf_counter() - t0)
-        tick("batched")
-
-    # 3. one plan and one sample per call, same total
-    single = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for plan in plan_list:
-            for t in range(samples):
-                world.simulate(case, [plan], samples=1, seed=t, steps=steps, guidance=guidance)
-                tick("one at a time")
-        single.append(time.perf_counter() - t0)
-
-    # 4. figures
-    n = plans * samples
-    batched_sps, single_sps = n / min(batched), n / min(single)
-    guided = guidance != 1.0
-    passes_per_sample = steps * (2 if guided else 1)
     bench = {
         "kind": "dynamics-benchmark",
-        "command": command_line("bench", "dynamics", weights=weights_dir, plans=plans, samples=samples, steps=steps,
-                                repeats=repeats),
+        "command": command_line("bench", "dynamics", weights=world.weights_dir, plans=plans, samples=samples,
+                                steps=steps, repeats=repeats, precision=",".join(precisions)),
         "weights": str(world.weights_dir), "case_id": case.case_id,
         "config": {"plans": plans, "samples": samples, "steps": steps, "repeats": repeats, "guidance": guidance,
-                   "max_batch": world.max_batch, "crop": world.crop.to_dict(),
-                   "plan_list": [p.canonical() for p in plan_list]},
-        "batched": {"seconds": batched, "samples_per_second": batched_sps, "timings_s": result.timings},
-        "one_at_a_time": {"seconds": single, "samples_per_second": single_sps},
-        "speedup": metric_entry(batched_sps / single_sps, SPEEDUP_TARGET),
-        "seconds_per_plan": min(batched) / plans,
-        "denoiser": {"passes_per_sample": passes_per_sample, "calls_per_plan": result.denoiser_passes / plans,
-                     "calls_total": result.denoiser_passes, "rows_per_step": result.denoiser_rows,
-                     "classifier_free_guidance": guided},
+                   "max_batch": world.max_batch, "decode_batch": DECODE_BATCH, "crop": world.crop.to_dict(),
+                   "plan_list": [p.canonical() for p in plan_list], "precisions": list(precisions)},
+        **runs[0], "runs": runs,
         "reference": dict(REFERENCE, note="MeWM reference: 200-step ancestral DDPM per batch of 5 samples, plus a "
                                           "CLIP text forward every step (reference-mewm.md §3)"),
         "peak_rss_mb": peak_rss_mb(), "torch_threads": torch.get_num_threads(), "machine": machine_info(),
@@ -133,20 +116,71 @@ def bench_dynamics(weights_dir: str | os.PathLike | None = None, *, plans: int =
     return json_safe(bench)
 
 
+def _time_modes(world: WorldModel, case: Case, plan_list: list, samples: int, steps: int, repeats: int,
+                guidance: float, tick) -> dict[str, Any]:
+    """Steps 1–4 of the recipe in one precision: warm-up, batched, one at a time, figures."""
+    world.simulate(case, plan_list[:1], samples=1, seed=0, steps=steps, guidance=guidance)
+    tick(f"warm-up ({world.precision})")
+
+    # 2. batched: every plan and sample in one call
+    batched, result = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = world.simulate(case, plan_list, samples=samples, seed=0, steps=steps, guidance=guidance)
+        batched.append(time.perf_counter() - t0)
+        tick(f"batched ({world.precision})")
+
+    # 3. one plan and one sample per call, same total
+    single, single_timings = [], {}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        single_timings = {}
+        for plan in plan_list:
+            for t in range(samples):
+                r = world.simulate(case, [plan], samples=1, seed=t, steps=steps, guidance=guidance)
+                for k, v in r.timings.items():
+                    single_timings[k] = single_timings.get(k, 0.0) + v
+                tick(f"one at a time ({world.precision})")
+        single.append(time.perf_counter() - t0)
+
+    n = len(plan_list) * samples
+    batched_sps, single_sps = n / min(batched), n / min(single)
+    guided = guidance != 1.0
+    return {
+        "precision": world.precision,
+        "batched": {"seconds": batched, "samples_per_second": batched_sps, "timings_s": result.timings},
+        "one_at_a_time": {"seconds": single, "samples_per_second": single_sps, "timings_s": single_timings},
+        "speedup": metric_entry(batched_sps / single_sps, SPEEDUP_TARGET),
+        "seconds_per_plan": min(batched) / len(plan_list),
+        "denoiser": {"passes_per_sample": steps * (2 if guided else 1),
+                     "calls_per_plan": result.denoiser_passes / len(plan_list),
+                     "calls_total": result.denoiser_passes, "rows_per_step": result.denoiser_rows,
+                     "classifier_free_guidance": guided},
+    }
+
+
 def _card_text(bench: dict[str, Any], out: Path) -> str:
-    m, d, c = bench["machine"], bench["denoiser"], bench["config"]
-    return "\n".join([
-        f"{c['plans']} plans × {c['samples']} samples, {c['steps']} DDIM steps, guidance {c['guidance']}, "
-        f"case {bench['case_id']}.", "",
-        f"- Batched (one call): {bench['batched']['samples_per_second']:.2f} samples/s; one at a time: "
-        f"{bench['one_at_a_time']['samples_per_second']:.2f} samples/s; speed-up "
-        f"{bench['speedup']['value']:.1f}× (target {SPEEDUP_TARGET}).",
-        f"- {bench['seconds_per_plan']:.2f} s per simulated plan ({c['samples']} samples).",
-        f"- Denoiser: {d['passes_per_sample']} passes per sample, {d['calls_per_plan']:.1f} batched calls per plan "
-        f"(reference MeWM: {REFERENCE['denoiser_passes_per_sample']} per sample, batches of "
-        f"{REFERENCE['samples_per_batch']}).",
-        f"- Peak memory {bench['peak_rss_mb']:.0f} MB; torch threads {bench['torch_threads']}.",
-        f"- Command: `{bench['command']}`",
-        f"- Machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']}"
-        f"{', GPU ' + m['cuda'] if m['cuda'] else ''}; full report: `{out.name}`",
-    ])
+    m, c = bench["machine"], bench["config"]
+    lines = [f"{c['plans']} plans × {c['samples']} samples, {c['steps']} DDIM steps, guidance {c['guidance']}, "
+             f"case {bench['case_id']}; up to {c['max_batch']} rows per denoiser call, {c['decode_batch']} crops per "
+             "decoder / segmenter call.", "",
+             "| precision | batched samples/s | one at a time samples/s | speed-up (target " + SPEEDUP_TARGET
+             + ") | s per plan |", "|---|---|---|---|---|"]
+    for run in bench["runs"]:
+        lines.append(f"| {run['precision']} | {run['batched']['samples_per_second']:.2f} | "
+                     f"{run['one_at_a_time']['samples_per_second']:.2f} | {run['speedup']['value']:.1f}× | "
+                     f"{run['seconds_per_plan']:.2f} |")
+    d = bench["denoiser"]
+    stages = bench["batched"]["timings_s"]
+    lines += ["",
+              f"- Headline ({bench['precision']}): batched stage seconds "
+              + ", ".join(f"{k} {v:.1f}" for k, v in stages.items() if k != "total")
+              + f" of {stages.get('total', float('nan')):.1f}.",
+              f"- Denoiser: {d['passes_per_sample']} passes per sample, {d['calls_per_plan']:.1f} batched calls per "
+              f"plan (reference MeWM: {REFERENCE['denoiser_passes_per_sample']} per sample, batches of "
+              f"{REFERENCE['samples_per_batch']}).",
+              f"- Peak memory {bench['peak_rss_mb']:.0f} MB; torch threads {bench['torch_threads']}.",
+              f"- Command: `{bench['command']}`",
+              f"- Machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']}"
+              f"{', GPU ' + m['cuda'] if m['cuda'] else ''}; full report: `{out.name}`"]
+    return "\n".join(lines)

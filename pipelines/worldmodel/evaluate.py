@@ -97,6 +97,9 @@ def _pair_row(case_id: str, plan, sim, truth_hu: np.ndarray, truth_labels: np.nd
                           .mean if has_lipiodol else float("nan")),
         "baseline_lipiodol_dice": (metrics.dice(pre_labels == LABELS["lipiodol"], true_lip) if has_lipiodol
                                    else float("nan")),
+        "true_lipiodol_ml": float(true_lip.sum()) * voxel_ml,
+        "pred_lipiodol_ml": float(np.mean(sim.volumes["lipiodol"])),
+        "baseline_lipiodol_ml": float((pre_labels == LABELS["lipiodol"]).sum()) * voxel_ml,
         "true_hu_mean": true_mean, "true_hu_sd": true_sd,
         "pred_hu_mean": float(pred_stats[:, 0].mean()), "pred_hu_sd": float(pred_stats[:, 1].mean()),
         "baseline_hu_mean": pre_mean, "baseline_hu_sd": pre_sd,
@@ -112,6 +115,11 @@ def _pooled_ratio(results: list) -> float:
     """Mean between-plan distance over mean within-plan distance, pooled over patients (``nan`` if undefined)."""
     within = float(np.mean([r.within_plan for r in results]))
     return float(np.mean([r.between_plans for r in results])) / within if within > 0 else float("nan")
+
+
+def _mean_of(rows: list[dict], key: str) -> float:
+    """Mean of ``key`` over rows (``nan`` for none)."""
+    return metrics.mean_finite(r[key] for r in rows).mean
 
 
 def _mae(rows: list[dict], a: str, b: str) -> float:
@@ -140,6 +148,7 @@ def _ceiling_row(hu: np.ndarray, labels: np.ndarray, truth_labels: np.ndarray, p
             - metrics.viable_volume_ml(pre_labels, voxel_ml),
             "ceiling_lipiodol_dice": (metrics.dice(labels == LABELS["lipiodol"], truth_labels == LABELS["lipiodol"])
                                       if has_lipiodol else float("nan")),
+            "ceiling_lipiodol_ml": float((labels == LABELS["lipiodol"]).sum()) * voxel_ml,
             "ceiling_hu_mean": mean, "ceiling_hu_sd": sd}
 
 
@@ -155,7 +164,7 @@ def _within_patient_spearman(rows: list[dict], key: str) -> metrics.MeanResult:
 
 def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathLike | None = None, *,
                       patients: int = 50, plans_per_patient: int = 4, samples: int = 3, seed: int = 0,
-                      steps: int = 25, guidance: float = 2.0, c2st_epochs: int = 5,
+                      steps: int = 25, guidance: float = 2.0, c2st_epochs: int = 5, precision: str | None = None,
                       out: str | os.PathLike | None = None, update_card: bool = True,
                       progress: bool | ProgressFn | None = None) -> dict[str, Any]:
     """Score the dynamics world model on a held-out virtual cohort (see the module docstring for the recipe).
@@ -167,6 +176,7 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
         plans_per_patient: plans per patient, the administered one included (>= 2 for action sensitivity).
         samples: T >= 2 samples per plan. seed: plan choice, sampling noise and the C2ST.
         steps, guidance: DDIM steps and classifier-free guidance of `WorldModel.simulate`.
+        precision: `WorldModel.precision` (default: the configured ``[worldmodel] precision``).
         c2st_epochs: training epochs of the C2ST classifier.
         out: JSON report path (default ``<weights>/dynamics/evaluation.json``).
         update_card: write the "Evaluation" section of ``<weights>/dynamics/MODEL_CARD.md``.
@@ -192,7 +202,7 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
     if samples < 2 or plans_per_patient < 2:
         raise ConfigError(f"evaluate_dynamics needs samples >= 2 and plans_per_patient >= 2 to compare plans with "
                          f"seeds, got samples={samples}, plans_per_patient={plans_per_patient}.")
-    world = load_world_model(weights_dir)
+    world = load_world_model(weights_dir, precision=precision)
     report_progress = resolve_progress(progress, "eval dynamics", "patient")
     voxel_ml = float(np.prod(world.crop.spacing)) / 1000.0
     pairs: list[dict] = []
@@ -259,6 +269,7 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
                                                                                          ("enlarged", True))}
     lip_rows = [r for r in pairs if r["has_lipiodol"]]
     lip = metrics.mean_finite(r["lipiodol_dice"] for r in lip_rows)
+    no_lip_rows = [r for r in pairs if not r["has_lipiodol"]]
     within_patient = _within_patient_spearman(pairs, "pred_viable_change_ml")
     m = {
         "action_sensitivity_ratio": metric_entry(
@@ -299,6 +310,15 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
             r["baseline_lipiodol_dice"] for r in lip_rows).mean, n_pairs=lip.n,
             ceiling=metrics.mean_finite(r["ceiling_lipiodol_dice"] for r in lip_rows).mean,
             note="plans with Lipiodol; pairs where neither side has Lipiodol are undefined and left out"),
+        "false_lipiodol_ml": metric_entry(
+            _mean_of(no_lip_rows, "pred_lipiodol_ml"), baseline=_mean_of(no_lip_rows, "baseline_lipiodol_ml"),
+            ceiling=_mean_of(no_lip_rows, "ceiling_lipiodol_ml"), true=_mean_of(no_lip_rows, "true_lipiodol_ml"),
+            n_pairs=len(no_lip_rows),
+            with_lipiodol_ml=_mean_of(lip_rows, "pred_lipiodol_ml"),
+            true_with_lipiodol_ml=_mean_of(lip_rows, "true_lipiodol_ml"),
+            note="mean Lipiodol volume (ml) the segmenter finds in simulations of plans WITHOUT Lipiodol (bland or "
+                 "drug-eluting beads), where the truth has none to speak of; with_lipiodol_ml: the same under "
+                 "Lipiodol plans, for scale"),
         "hu_mean_abs_error": metric_entry(_mae(pairs, "pred_hu_mean", "true_hu_mean"),
                                           baseline=_mae(pairs, "baseline_hu_mean", "true_hu_mean"),
                                           ceiling=_mae(pairs, "ceiling_hu_mean", "true_hu_mean"),
@@ -319,16 +339,16 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
     seconds["per_plan"] = seconds["simulate"] / len(pairs)
 
     # 6. the report, its JSON file and the model card
-    command = command_line("eval", "dynamics", cohort=cohort.root, weights=weights_dir, patients=patients,
+    command = command_line("eval", "dynamics", cohort=cohort.root, weights=world.weights_dir, patients=patients,
                            plans=plans_per_patient, samples=samples, seed=seed, steps=steps,
-                           guidance=guidance)
+                           guidance=guidance, precision=world.precision)
     report = {
         "kind": "dynamics-evaluation", "baseline": "post = pre", "command": command, "weights": str(world.weights_dir),
         "cohort": {"path": display_path(cohort.root), "seed": cohort.seed, "n": len(records), "grid": list(cohort.size)},
         "config": {"patients": patients, "patients_evaluated": evaluated, "plans_per_patient": plans_per_patient,
                    "samples": samples, "seed": seed, "steps": steps, "guidance": guidance,
-                   "c2st_epochs": c2st_epochs, "crop": world.crop.to_dict(), "max_crop_voxels": world.max_crop_voxels,
-                   "change_margin_mm": world.change_margin_mm},
+                   "precision": world.precision, "c2st_epochs": c2st_epochs, "crop": world.crop.to_dict(),
+                   "max_crop_voxels": world.max_crop_voxels, "change_margin_mm": world.change_margin_mm},
         "machine": machine_info(), "metrics": m, "pairs": pairs, "skipped": skipped, "timing_s": seconds,
     }
     out = Path(out) if out is not None else world.weights_dir / "dynamics" / "evaluation.json"
@@ -410,7 +430,7 @@ def evaluate_segmentation(cohort_dir: str | os.PathLike, weights_dir: str | os.P
         m[f"dice_{name}"] = metric_entry(overall.mean, target, baseline=baseline, n=overall.n,
                                          pre=per_phase["pre"].mean, post=per_phase["post"].mean)
     command = command_line("eval", "segmentation", cohort=Path(cohort_dir).expanduser().resolve(),
-                           weights=weights_dir, patients=patients)
+                           weights=root, patients=patients)
     report = {"kind": "segmentation-evaluation", "baseline": "every voxel liver", "command": command,
               "weights": str(root),
               "cohort": {"path": display_path(cohort_dir), "n": len(records)},

@@ -105,6 +105,43 @@ def test_batched_equals_one_plan_at_a_time_and_chunked(world, case, result):
         np.testing.assert_allclose(p.crops_hu, q.crops_hu, atol=1e-4 * 775)
 
 
+def test_bfloat16_precision_is_recorded_deterministic_and_near_float32(world, case, result):
+    """bfloat16 autocast (the fast CPU path) samples deterministically, says so in the result, and stays close to
+    float32 on these tiny networks (a few HU; the shipped weights' figures are in the dynamics card)."""
+    fast = replace(world, precision="bfloat16")
+    a = fast.simulate(case, [PLAN_A, PLAN_B], seed=0, **FAST)
+    b = fast.simulate(case, [PLAN_A, PLAN_B], seed=0, **FAST)
+    assert a.precision == "bfloat16" and a.to_dict()["precision"] == "bfloat16"
+    assert result.precision == "float32" and result.to_dict()["precision"] == "float32"
+    for p, q, r in zip(a.plans, b.plans, result.plans):
+        np.testing.assert_array_equal(p.crops_hu, q.crops_hu)
+        np.testing.assert_array_equal(p.labels, q.labels)
+        assert p.crops_hu.dtype == np.float32 and np.isfinite(p.crops_hu).all()
+        inside = result.region
+        assert 0 < np.abs(p.crops_hu - r.crops_hu)[:, inside].mean() < 20.0  # differs, but only by bf16 rounding
+        np.testing.assert_array_equal(p.crops_hu[:, ~inside], r.crops_hu[:, ~inside])  # pre crop kept outside
+
+
+def test_unknown_precision_is_a_config_error(weights_dir):
+    from models.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="precision must be one of float32, bfloat16"):
+        load_world_model(weights_dir, precision="float16")
+
+
+def test_precision_from_the_config_environment(weights_dir, monkeypatch):
+    monkeypatch.setenv("MEWM_WORLDMODEL__PRECISION", "bfloat16")
+    assert load_world_model(weights_dir).precision == "bfloat16"
+    assert load_world_model(weights_dir, precision="float32").precision == "float32"
+
+
+def test_cli_precision_choices_are_the_world_models():
+    from pipelines import cli
+    from pipelines.worldmodel import weights
+
+    assert cli.PRECISIONS == weights.PRECISIONS
+
+
 @pytest.mark.parametrize("plans, rule", [
     ("Cisplatin; Lobaplatin; Lipiodol", "R1"),
     (["Epirubicin; Lipiodol", "Epirubicin"], "R5"),

@@ -107,11 +107,33 @@ def test_unknown_device_values_are_refused(spec):
         LoopSettings(steps=1, batch_size=1, lr=1e-3, device=spec)
 
 
-def test_amp_on_the_cpu_is_refused(no_cuda):
-    with pytest.raises(DeviceUnavailableError, match="--amp .* CUDA GPUs only"):
+def test_amp_on_a_cpu_without_native_bf16_is_refused(no_cuda, monkeypatch):
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(DeviceUnavailableError, match="--amp .* native bfloat16 units .* slower than float32"):
         resolve_device("cpu", amp=True)
     with pytest.raises(DeviceUnavailableError, match="--amp"):
         resolve_device("auto", amp=True)
+
+
+def test_amp_on_a_cpu_with_native_bf16_runs_on_the_cpu(no_cuda, monkeypatch):
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    assert resolve_device("cpu", amp=True) == torch.device("cpu")
+    assert resolve_device("auto", amp=True) == torch.device("cpu")
+    assert "bf16 autocast" in training.device_description("cpu", amp=True)
+
+
+@pytest.mark.skipif(not training.cpu_has_native_bf16(), reason="this CPU has no native bfloat16 units")
+def test_amp_trains_on_a_cpu_with_native_bf16(cohort, tmp_path, no_cuda):
+    """bf16 autocast on the CPU (AMX / AVX512-BF16): finite losses, float32 weights, and the card says so."""
+    report = _segment(cohort, tmp_path / "seg", amp=True)
+    assert torch.isfinite(torch.tensor(report.final_train_loss))
+    weights = torch.load(report.out / "model.pt", map_location="cpu", weights_only=True)
+    assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())
+    assert "bf16 autocast" in (report.out / "MODEL_CARD.md").read_text()
+
+
+def test_native_bf16_query_answers_a_bool():
+    assert isinstance(training.cpu_has_native_bf16(), bool)
 
 
 def test_device_and_amp_are_not_part_of_a_runs_identity():
@@ -162,10 +184,11 @@ def test_saved_states_and_checkpoints_hold_cpu_tensors_only(cohort, tmp_path, mo
     assert len(tensors) > 10 and all(t.device.type == "cpu" for t in tensors)
 
 
-def test_a_gpu_request_fails_before_any_crop_is_made(cohort, tmp_path, no_cuda):
+def test_a_gpu_request_fails_before_any_crop_is_made(cohort, tmp_path, no_cuda, monkeypatch):
     with pytest.raises(DeviceUnavailableError, match="--device cuda"):
         _segment(cohort, tmp_path / "seg", device="cuda", cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache").exists() and not (tmp_path / "seg").exists()
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
     with pytest.raises(DeviceUnavailableError, match="--amp"):
         _segment(cohort, tmp_path / "seg", amp=True, cache_dir=tmp_path / "cache")
 
@@ -176,13 +199,14 @@ def tiny_defaults(monkeypatch):
     monkeypatch.setattr(wm_train, "DEFAULT_CROP", TINY_CROP)
 
 
-def test_cli_device_flags_give_one_line_errors(cohort, tmp_path, tiny_defaults, no_cuda, capsys):
+def test_cli_device_flags_give_one_line_errors(cohort, tmp_path, tiny_defaults, no_cuda, capsys, monkeypatch):
     base = ["--manifest", str(cohort), "--out", str(tmp_path / "s"), "--quiet"]
     assert main(["train", "segmentation", *base, "--device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--device cuda: torch sees no CUDA GPU" in err
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
     assert main(["train", "segmentation", *base, "--amp"]) == 2
-    assert "--amp (bf16 autocast) is for CUDA GPUs only" in capsys.readouterr().err
+    assert "--amp (bf16 autocast) on the CPU needs native bfloat16 units" in capsys.readouterr().err
     assert main(["train", "survival", "--kind", "cox", *base, "--device", "cuda"]) == 2
     assert "--device are for `--kind deep` only" in capsys.readouterr().err
     assert main(["train", "survival", "--kind", "deep", *base, "--device", "cuda:0"]) == 2

@@ -114,5 +114,6 @@ def simulation_view(result: SimulationResult) -> None:
     st.plotly_chart(volume_change_figure(result), key="simulate.chart")
     st.dataframe(volume_change_frame(result), hide_index=True)
     st.caption(f"{result.samples} sample(s) per plan, seed {result.seed}, {result.steps} steps, guidance "
-               f"{result.guidance:g}; {result.denoiser_passes} denoiser calls, {result.seconds:.1f} s. Voxels "
+               f"{result.guidance:g}, {result.precision}; {result.denoiser_passes} denoiser calls, "
+               f"{result.seconds:.1f} s. Voxels "
                f"outside the change region (tumour + margin, within the liver) are the pre-treatment CT.")

@@ -136,7 +136,8 @@ def evaluate_planning(cohort: str | os.PathLike, world_dir: str | os.PathLike, s
     out = Path(out) if out is not None else Path(survival_dir) / "planning_evaluation.json"
     log = out.with_suffix(".patients.jsonl")
     settings = {"cohort": str(cohort), "patients": len(records), "samples": samples, "steps": steps,
-                "guidance": guidance, "seed": seed, "world_model": str(world_dir), "survival": str(survival_dir),
+                "guidance": guidance, "seed": seed, "world_model": str(world_dir),
+                "world_model_precision": world.precision, "survival": str(survival_dir),
                 "survival_kind": survival.kind, "train_manifest": str(train_manifest), "policy": policy.name,
                 "survival_sees_plan": survival_sees_plan}
     done: dict[str, dict] = {}

@@ -150,6 +150,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"{run['precision']}: speed-up {run['speedup']['value']:.2f}x, {run['seconds_per_plan']:.2f} s per plan")
     return 0
 
+
 # `WorldModel.precision` choices (kept here so that `--help` needs no torch import).
 PRECISIONS = ("float32", "bfloat16")
 PRECISION_HELP = ("compute dtype of the networks (default: [worldmodel] precision, float32); bfloat16 is several "

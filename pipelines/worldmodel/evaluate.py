@@ -97,9 +97,9 @@ def _pair_row(case_id: str, plan, sim, truth_hu: np.ndarray, truth_labels: np.nd
                           .mean if has_lipiodol else float("nan")),
         "baseline_lipiodol_dice": (metrics.dice(pre_labels == LABELS["lipiodol"], true_lip) if has_lipiodol
                                    else float("nan")),
-        "true_lipiodol_ml": float(true_lip.sum()) * voxel_ml,
+        "true_lipiodol_ml": metrics.label_volume_ml(truth_labels, LABELS["lipiodol"], voxel_ml),
         "pred_lipiodol_ml": float(np.mean(sim.volumes["lipiodol"])),
-        "baseline_lipiodol_ml": float((pre_labels == LABELS["lipiodol"]).sum()) * voxel_ml,
+        "baseline_lipiodol_ml": metrics.label_volume_ml(pre_labels, LABELS["lipiodol"], voxel_ml),
         "true_hu_mean": true_mean, "true_hu_sd": true_sd,
         "pred_hu_mean": float(pred_stats[:, 0].mean()), "pred_hu_sd": float(pred_stats[:, 1].mean()),
         "baseline_hu_mean": pre_mean, "baseline_hu_sd": pre_sd,
@@ -148,7 +148,7 @@ def _ceiling_row(hu: np.ndarray, labels: np.ndarray, truth_labels: np.ndarray, p
             - metrics.viable_volume_ml(pre_labels, voxel_ml),
             "ceiling_lipiodol_dice": (metrics.dice(labels == LABELS["lipiodol"], truth_labels == LABELS["lipiodol"])
                                       if has_lipiodol else float("nan")),
-            "ceiling_lipiodol_ml": float((labels == LABELS["lipiodol"]).sum()) * voxel_ml,
+            "ceiling_lipiodol_ml": metrics.label_volume_ml(labels, LABELS["lipiodol"], voxel_ml),
             "ceiling_hu_mean": mean, "ceiling_hu_sd": sd}
 
 

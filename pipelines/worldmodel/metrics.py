@@ -23,7 +23,7 @@ from scipy import stats
 from pipelines.volume import LABELS
 
 __all__ = ["DICE_STRUCTURES", "SensitivityResult", "MeanResult", "dice", "dice_per_structure", "spearman",
-           "action_sensitivity", "hu_mean_sd", "mean_finite", "viable_volume_ml", "json_safe"]
+           "action_sensitivity", "hu_mean_sd", "mean_finite", "label_volume_ml", "viable_volume_ml", "json_safe"]
 
 # structure name -> the labels it merges (`pipelines.volume.LABELS`)
 DICE_STRUCTURES: dict[str, tuple[int, ...]] = {
@@ -123,9 +123,14 @@ def hu_mean_sd(hu: np.ndarray, region: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(values.std())
 
 
+def label_volume_ml(labels: np.ndarray, label: int, voxel_ml: float) -> float:
+    """Volume (ml) of the voxels carrying ``label``."""
+    return float((np.asarray(labels) == label).sum()) * float(voxel_ml)
+
+
 def viable_volume_ml(labels: np.ndarray, voxel_ml: float) -> float:
     """Viable-tumour volume (label 2) in ml."""
-    return float((np.asarray(labels) == LABELS["tumour"]).sum()) * float(voxel_ml)
+    return label_volume_ml(labels, LABELS["tumour"], voxel_ml)
 
 
 def mean_finite(values: Iterable[float]) -> MeanResult:

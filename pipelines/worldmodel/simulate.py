@@ -54,8 +54,8 @@ STRUCTURES: dict[str, int] = {"viable_tumour": LABELS["tumour"], "necrosis": LAB
                               "lipiodol": LABELS["lipiodol"]}
 # Width (crop voxels) of the soft edge inside the change region where the decoded crop fades into the pre crop.
 EDGE_SIGMA_VOXELS = 1.0
-# Crops per decoder and segmenter call: on the 2-core CPU, 8 decode faster per crop than 1 or 40 (the benchmark's
-# breakdown); memory stays small whatever the number of plans × samples.
+# Crops per decoder and segmenter call: on the 2-core CPU, 8 decode faster per crop than 1 or 40
+# (`scripts/profile_sampler.py`); memory stays small whatever the number of plans × samples.
 DECODE_BATCH = 8
 
 

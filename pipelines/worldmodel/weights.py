@@ -47,9 +47,9 @@ TRAIN_COMMANDS: dict[str, str] = {
     "segmentation": "mewm train segmentation --manifest M --out DIR/segmentation",
     "dynamics": "mewm train dynamics --manifest M --autoencoder DIR/autoencoder --out DIR/dynamics",
 }
-# Keys of the dynamics checkpoint's ``extra["scheduler"]`` that the sampling scheduler takes over.
 # Compute dtypes of `WorldModel.precision`.
 PRECISIONS = ("float32", "bfloat16")
+# Keys of the dynamics checkpoint's ``extra["scheduler"]`` that the sampling scheduler takes over.
 DDIM_KEYS = ("num_train_timesteps", "schedule", "beta_start", "beta_end", "prediction_type")
 
 
@@ -117,8 +117,8 @@ class WorldModel:
 def _load(root: Path, kind: str, build) -> tuple[torch.nn.Module, CheckpointMeta]:
     model, meta = load_checkpoint(root / kind, kind=kind, build=build, command=TRAIN_COMMANDS[kind])
     model.eval()
-    # channels-last 3D weights: oneDNN's faster convolution layout on CPUs (measured by `mewm bench dynamics`: the
-    # batched simulation 14 % faster in float32, 27 % in bfloat16); the numbers computed are the same up to rounding
+    # channels-last 3D weights: oneDNN's faster convolution layout on CPUs (`scripts/profile_sampler.py`, 2-core CPU:
+    # the batched simulation 14 % faster in float32, 27 % in bfloat16); the numbers are the same up to rounding
     model.to(memory_format=torch.channels_last_3d)
     for p in model.parameters():
         p.requires_grad_(False)

@@ -126,6 +126,8 @@ def test_hu_stats_and_volume():
     assert metrics.hu_mean_sd(hu, region) == pytest.approx((10.0, np.std([0, 10, 20])))
     labels = np.array([[[2, 2], [3, 1]]])
     assert metrics.viable_volume_ml(labels, 0.008) == pytest.approx(0.016)
+    assert metrics.label_volume_ml(labels, 3, 0.008) == pytest.approx(0.008)
+    assert metrics.label_volume_ml(labels, 4, 0.008) == 0.0
     m = metrics.mean_finite([1.0, float("nan"), 3.0])
     assert (m.mean, m.n, m.n_total) == (2.0, 2, 3)
 

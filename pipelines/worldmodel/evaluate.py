@@ -208,7 +208,7 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
     pairs: list[dict] = []
     skipped: list[dict] = []
     sensitivity, outcome_sensitivity = [], []
-    real, fake, base, groups = [], [], [], []
+    real, fake, base, ceiling, groups = [], [], [], [], []
     seconds = {"simulate": 0.0, "truth": 0.0}
 
     for i in range(patients):
@@ -242,6 +242,7 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
                 real.append(_masked(truth_hu, region))
                 fake.append(_masked(sim.crops_hu[0], region))
                 base.append(_masked(pre_hu, region))
+                ceiling.append(_masked(ceiling_hu[k], region))
                 groups.append(case.case_id)
         seconds["truth"] += time.perf_counter() - t0
         outputs = np.stack([sim.crops_hu for sim in result.plans])  # (P, T, X, Y, Z)
@@ -261,6 +262,8 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
     c2st = classifier_two_sample_test(np.stack(real), np.stack(fake), groups, groups, seed=seed, epochs=c2st_epochs)
     c2st_base = classifier_two_sample_test(np.stack(real), np.stack(base), groups, groups, seed=seed,
                                            epochs=c2st_epochs)
+    c2st_ceiling = classifier_two_sample_test(np.stack(real), np.stack(ceiling), groups, groups, seed=seed,
+                                              epochs=c2st_epochs)
     seconds["c2st"] = time.perf_counter() - t0
     between = float(np.mean([s.between_plans for s in sensitivity]))
     within = float(np.mean([s.within_plan for s in sensitivity]))
@@ -330,10 +333,12 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
                                         true=float(np.mean([r["true_hu_sd"] for r in pairs])),
                                         predicted=float(np.mean([r["pred_hu_sd"] for r in pairs]))),
         "c2st_accuracy": metric_entry(c2st.accuracy, TARGETS["c2st_accuracy"], baseline=c2st_base.accuracy,
+                                      ceiling=c2st_ceiling.accuracy,
                                       n_train=c2st.n_train, n_test=c2st.n_test, epochs=c2st.epochs,
                                       note="true post crops vs sample 0 of each simulation, change region only, "
                                            "patient-disjoint halves, patients simulated in the training crop only "
-                                           "(one input size); 0.5 = indistinguishable"),
+                                           "(one input size); 0.5 = indistinguishable; ceiling: true post crops vs "
+                                           "the same crops through the autoencoder (what its blur alone gives away)"),
     }
     seconds["total"] = time.perf_counter() - start
     seconds["per_plan"] = seconds["simulate"] / len(pairs)

@@ -343,6 +343,8 @@ def test_dynamics_report_has_the_autoencoder_ceiling(dynamics_report, tiny_weigh
         assert np.isfinite(row["ceiling_viable_change_ml"]) and np.isfinite(row["ceiling_hu_mean"])
     for name in ("viable_change_mae_ml", "hu_mean_abs_error", "hu_sd_abs_error", "lipiodol_dice"):
         assert "ceiling" in dynamics_report["metrics"][name], name
+    c2st_ceiling = dynamics_report["metrics"]["c2st_accuracy"]["ceiling"]  # real vs autoencoded real crops
+    assert 0.0 <= c2st_ceiling <= 1.0
     rows = dynamics_report["pairs"]  # the ceiling's figures are those of its own pairs, not the model's
     assert dynamics_report["metrics"]["viable_change_mae_ml"]["ceiling"] == pytest.approx(
         np.mean([abs(r["ceiling_viable_change_ml"] - r["true_viable_change_ml"]) for r in rows]))

@@ -23,6 +23,7 @@ import torch
 from monai.networks.nets import DiffusionModelUNet
 from torch import nn
 
+from models.clinical_encoder import ClinicalEncoder
 from models.plan import Plan
 from models.plan_encoder import PlanEncoder
 
@@ -44,13 +45,15 @@ class TumourDynamicsModel(nn.Module):
         plan_dim: width of the plan tokens (``cross_attention_dim``).
         max_agents, agents, classes: the plan vocabulary (`PlanEncoder`).
         spatial_dims: 3 for volumes.
+        clinical_fields: covariates (`models.clinical_encoder.CLINICAL_FIELDS`) given to the model as one more
+            context token after the plan tokens; empty (the default) = the CT and the plan only.
     """
 
     def __init__(self, latent_channels: int = 4, channels: Sequence[int] = (32, 64, 64),
                  attention_levels: Sequence[bool] = (False, True, True), num_res_blocks: int = 1,
                  num_head_channels: int = 32, norm_num_groups: int = 8, plan_dim: int = 64, max_agents: int = 6,
                  agents: Sequence[str] | None = None, classes: Sequence[str] | None = None,
-                 spatial_dims: int = 3) -> None:
+                 spatial_dims: int = 3, clinical_fields: Sequence[str] = ()) -> None:
         super().__init__()
         channels, attention_levels = tuple(int(c) for c in channels), tuple(bool(a) for a in attention_levels)
         if len(channels) != len(attention_levels):
@@ -67,6 +70,9 @@ class TumourDynamicsModel(nn.Module):
             "plan_dim": int(plan_dim), "max_agents": int(max_agents), "agents": self.plan_encoder.config["agents"],
             "classes": self.plan_encoder.config["classes"], "spatial_dims": int(spatial_dims),
         }
+        self.clinical_encoder = ClinicalEncoder(clinical_fields, plan_dim) if clinical_fields else None
+        if self.clinical_encoder is not None:  # absent from the config of a CT-and-plan model (older checkpoints)
+            self.config["clinical_fields"] = list(self.clinical_encoder.fields)
         self.unet = DiffusionModelUNet(
             spatial_dims=spatial_dims, in_channels=2 * latent_channels + MASK_CHANNELS, out_channels=latent_channels,
             channels=channels, attention_levels=attention_levels, num_res_blocks=num_res_blocks,
@@ -74,10 +80,22 @@ class TumourDynamicsModel(nn.Module):
             cross_attention_dim=plan_dim, use_flash_attention=True,
         )
 
-    def encode_plans(self, plans: Sequence[Plan | None]) -> torch.Tensor:
-        """Plans (``None`` = the null plan) → context ``(B, max_agents + 1, plan_dim)`` on the model's device."""
+    def encode_plans(self, plans: Sequence[Plan | None], covariates: Sequence | None = None) -> torch.Tensor:
+        """Plans (``None`` = the null plan) → context ``(B, max_agents + 1, plan_dim)`` on the model's device.
+
+        With ``clinical_fields``, one more token per row encodes ``covariates`` (B mappings or `Covariates`, ``None``
+        = nothing known; ``covariates=None`` = nothing known for any row): ``(B, max_agents + 2, plan_dim)``. A
+        model without clinical fields ignores ``covariates``.
+        """
         device = next(self.parameters()).device
-        return self.plan_encoder(self.plan_encoder.tokenize(plans).to(device))
+        context = self.plan_encoder(self.plan_encoder.tokenize(plans).to(device))
+        if self.clinical_encoder is None:
+            return context
+        covariates = [None] * len(plans) if covariates is None else list(covariates)
+        if len(covariates) != len(plans):
+            raise ValueError(f"encode_plans: {len(covariates)} covariate rows for {len(plans)} plans.")
+        token = self.clinical_encoder(self.clinical_encoder.features(covariates).to(device))
+        return torch.cat([context, token.to(context.dtype)], dim=1)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, pre_latent: torch.Tensor, masks: torch.Tensor,
                 context: torch.Tensor) -> torch.Tensor:

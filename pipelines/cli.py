@@ -73,7 +73,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.model == "dynamics":
         if not args.autoencoder:
             raise ConfigError("`mewm train dynamics` needs --autoencoder DIR (made by `mewm train autoencoder`).")
-        report = train.train_dynamics(args.manifest, args.autoencoder, args.out, **common)
+        fields = [f.strip() for f in (args.clinical_fields or "").split(",") if f.strip()]
+        report = train.train_dynamics(args.manifest, args.autoencoder, args.out, clinical_fields=fields, **common)
     elif args.model == "segmentation":
         if args.reconstructed_fraction is not None and not args.autoencoder:
             raise ConfigError("--reconstructed-fraction needs --autoencoder DIR (whose reconstructions to train on).")
@@ -103,8 +104,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                             guidance=args.guidance, progress=None if args.quiet else TqdmProgress("simulate", "step"))
     out = write_simulation(result, args.out, info={"case": str(args.case), "weights": str(world.weights_dir)})
     print(volume_change_table(result))
-    if result.crop_note:
-        print(f"Note: {result.crop_note}")
+    for note in (result.crop_note, result.clinical_note):
+        if note:
+            print(f"Note: {note}")
     print(f"Wrote {out}")
     return 0
 
@@ -208,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
         tr.add_argument("--out", required=True, help="output directory (checkpoint, MODEL_CARD.md, train_log.jsonl)")
         tr.add_argument("--autoencoder", help="trained autoencoder directory (dynamics: required; segmentation: also "
                         "train on its reconstructions of the crops, i.e. on crops like the simulated ones)")
+        if model == "dynamics":
+            tr.add_argument("--clinical-fields",
+                            help="also condition on these covariates, comma-separated, of "
+                                 "models.clinical_encoder.CLINICAL_FIELDS (afp, n_lesions, max_diameter_mm, "
+                                 "vascular_invasion); default: the CT and the plan only")
         if model == "segmentation":
             tr.add_argument("--reconstructed-fraction", type=float,
                             help="share of training crops replaced by their autoencoder reconstruction "
@@ -225,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
         tr.add_argument("--quiet", action="store_true", help="no progress bar")
         tr.add_argument("--init-from", help=f"fine-tune this {model} checkpoint (e.g. models/weights/{model}); "
                         "same network config and crops; default lr lowered (worldmodel.train.FINE_TUNE_LR)")
-        tr.set_defaults(func=_cmd_train, model=model, init_from=None, reconstructed_fraction=None)
+        tr.set_defaults(func=_cmd_train, model=model, init_from=None, reconstructed_fraction=None,
+                        clinical_fields=None)
 
     sim = sub.add_parser("simulate", help="simulate the post-TACE tumour of a case under one or more plans")
     sim.add_argument("--case", required=True,

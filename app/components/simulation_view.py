@@ -101,8 +101,9 @@ def _slices(result: SimulationResult, plan_index: int, sample: int) -> None:
 
 def simulation_view(result: SimulationResult) -> None:
     """Pre vs post slices for a chosen plan and sample, then the volume-change chart and table."""
-    if result.crop_note:
-        st.warning(result.crop_note, icon=":material/warning:")
+    for note in (result.crop_note, result.clinical_note):
+        if note:
+            st.warning(note, icon=":material/warning:")
     names = [sim.plan.canonical() for sim in result.plans]
     c1, c2 = st.columns(2)
     plan_index = names.index(c1.selectbox("Plan shown", names, key="simulate.show_plan"))

@@ -35,7 +35,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -413,12 +413,14 @@ class LatentBatch:
         post: ``(B, C, x, y, z)`` scaled latent of the post-treatment crop (the diffusion target).
         masks: ``(B, 2, x, y, z)`` tumour and change-region fractions at latent resolution.
         plans: the ``B`` administered plans.
+        covariates: the ``B`` patients' manifest covariates (name → value; empty when the manifest has none).
     """
 
     pre: torch.Tensor
     post: torch.Tensor
     masks: torch.Tensor
     plans: list[Plan]
+    covariates: list[dict[str, Any]] = field(default_factory=list)
 
 
 class LatentPairs(Dataset):
@@ -431,15 +433,20 @@ class LatentPairs(Dataset):
     """
 
     def __init__(self, pre: torch.Tensor, post: torch.Tensor, masks: torch.Tensor, plans: list[Plan],
-                 case_ids: list[str]) -> None:
-        if not (pre.shape == post.shape and pre.shape[0] == masks.shape[0] == len(plans) == len(case_ids)):
+                 case_ids: list[str], covariates: list[dict[str, Any]] | None = None) -> None:
+        covariates = [{} for _ in case_ids] if covariates is None else covariates
+        if not (pre.shape == post.shape and pre.shape[0] == masks.shape[0] == len(plans) == len(case_ids)
+                == len(covariates)):
             raise ValueError(f"LatentPairs: inconsistent sizes pre {tuple(pre.shape)}, post {tuple(post.shape)}, "
-                             f"masks {tuple(masks.shape)}, {len(plans)} plans, {len(case_ids)} case ids.")
+                             f"masks {tuple(masks.shape)}, {len(plans)} plans, {len(case_ids)} case ids, "
+                             f"{len(covariates)} covariate rows.")
         self.pre, self.post, self.masks, self.plans, self.case_ids = pre, post, masks, plans, case_ids
+        self.covariates = covariates
 
     @classmethod
     def from_cache(cls, cache: CropCache, autoencoder: torch.nn.Module, indices: Sequence[int] | None = None, *,
                    change_margin_mm: float, weights_key: str, batch_size: int = 8,
+                   covariates: Mapping[str, dict[str, Any]] | None = None,
                    progress: bool | ProgressFn | None = None) -> "LatentPairs":
         """Encode (or read back) the latents of the chosen cases of ``cache``.
 
@@ -447,6 +454,7 @@ class LatentPairs(Dataset):
             autoencoder: a `models.autoencoder.CropAutoencoder` with its trained ``scale_factor``.
             change_margin_mm: margin of `pipelines.worldmodel.regions.change_region`.
             weights_key: identifies the autoencoder's weights (e.g. a hash of its ``model.pt``).
+            covariates: case id → covariates (e.g. the manifest's columns); cases not in it get none.
 
         Raises:
             ManifestError: a chosen case has no plan (the dynamics model is conditioned on it).
@@ -463,8 +471,9 @@ class LatentPairs(Dataset):
         saved = torch.load(store, map_location="cpu", weights_only=True)
         sel = torch.tensor(indices)
         plans = [Plan.parse(cache.entries[i]["plan"]) for i in indices]
-        return cls(saved["pre"][sel], saved["post"][sel], saved["masks"][sel], plans,
-                   [cache.entries[i]["case_id"] for i in indices])
+        ids = [cache.entries[i]["case_id"] for i in indices]
+        return cls(saved["pre"][sel], saved["post"][sel], saved["masks"][sel], plans, ids,
+                   [dict((covariates or {}).get(c) or {}) for c in ids])
 
     def __len__(self) -> int:
         return self.pre.shape[0]
@@ -473,7 +482,8 @@ class LatentPairs(Dataset):
         return self._batch(torch.tensor([i]))
 
     def _batch(self, idx: torch.Tensor) -> LatentBatch:
-        return LatentBatch(self.pre[idx], self.post[idx], self.masks[idx], [self.plans[int(i)] for i in idx])
+        return LatentBatch(self.pre[idx], self.post[idx], self.masks[idx], [self.plans[int(i)] for i in idx],
+                           [self.covariates[int(i)] for i in idx])
 
     def sample_batch(self, batch_size: int, generator: torch.Generator) -> LatentBatch:
         """``batch_size`` pairs drawn with replacement from ``generator``."""

@@ -35,6 +35,7 @@ import torch
 from monai.networks.schedulers import DDIMScheduler
 from scipy import ndimage
 
+from models.clinical_encoder import clinical_values
 from models.errors import EmptyMaskError, LesionTooLargeError, PlanValidationError
 from models.plan import Plan
 from pipelines.case import Case
@@ -122,6 +123,8 @@ class SimulationResult:
         timings: seconds per stage (``crop``, ``encode``, ``denoise``, ``decode``, ``segment``, ``total``).
         denoiser_passes: denoiser calls (steps × calls per step); ``denoiser_rows``: rows through the denoiser
             per step (P · T, doubled by classifier-free guidance).
+        clinical: the covariates a model with ``clinical_fields`` was given (name → value, ``None`` = unknown to
+            it); empty for a model of the CT and the plan only.
     """
 
     case_id: str
@@ -141,6 +144,17 @@ class SimulationResult:
     denoiser_passes: int = 0
     denoiser_rows: int = 0
     training_crop_size: tuple[int, int, int] | None = None
+    clinical: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def clinical_note(self) -> str | None:
+        """Which of the model's covariates the case lacks (simulated as unknown), or ``None``."""
+        missing = [k for k, v in self.clinical.items() if v is None]
+        if not missing:
+            return None
+        return (f"The dynamics model also reads {', '.join(self.clinical)}; this case has no {', '.join(missing)}, "
+                "so it was simulated with them unknown (the model was trained with labs blanked at times): expect "
+                "a wider spread between samples.")
 
     @property
     def enlarged_crop(self) -> bool:
@@ -170,6 +184,7 @@ class SimulationResult:
                                                 "crop_size": list(self.crop.crop_size),
                                                 "centre_world_mm": list(self.crop.centre_world),
                                                 "enlarged": self.enlarged_crop, "note": self.crop_note},
+            "clinical": {"covariates": self.clinical, "note": self.clinical_note},
             "pre_volumes_ml": self.pre_volumes, "plans": [p.to_dict() for p in self.plans],
             "timings_s": self.timings, "denoiser_passes": self.denoiser_passes, "denoiser_rows": self.denoiser_rows,
         })
@@ -397,6 +412,16 @@ def _summary(pre: float, volumes: np.ndarray) -> StructureSummary:
                             mean_change_ml=float(volumes.mean()) - pre, sd_change_ml=sd)
 
 
+def _clinical_inputs(world: WorldModel, case: Case) -> dict[str, Any]:
+    """The case's values of the dynamics model's ``clinical_fields`` (``None`` where unknown or not finite)."""
+    fields = world.dynamics.config.get("clinical_fields") or []
+    out = {}
+    for name in fields:
+        _, present = clinical_values(case.covariates, [name])
+        out[name] = getattr(case.covariates, name, None) if present[0] else None
+    return out
+
+
 @torch.no_grad()
 def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan | str, samples: int = 5,
              seed: int = 0, steps: int = 25, guidance: float = 2.0,
@@ -431,8 +456,10 @@ def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan |
     if not case.has_tumour_mask:
         raise EmptyMaskError(f"Case {case.case_id!r} has no tumour mask (labels 2, 3 or 4), so there is nothing to "
                              "simulate. Load or draw a tumour mask with the CT first.")
-    plan_context = world.dynamics.encode_plans(plan_list)  # raises for agents outside the model's vocabulary
-    null_context = world.dynamics.encode_plans([None])
+    clinical = _clinical_inputs(world, case)
+    # raises for agents outside the model's vocabulary; the covariates (if the model reads any) go to both branches
+    plan_context = world.dynamics.encode_plans(plan_list, [clinical] * len(plan_list))
+    null_context = world.dynamics.encode_plans([None], [clinical])
     _scheduler(world, steps)  # steps within the schedule
 
     # 2. crop as in training
@@ -486,4 +513,5 @@ def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan |
         case_id=case.case_id, plans=results, pre_hu=unwindow_hu(pre[0, 0]).numpy().astype(np.float32),
         pre_labels=pre_labels, pre_volumes=pre_volumes, region=region, crop=crop, case=case, samples=samples,
         seed=int(seed), steps=steps, guidance=guidance, precision=world.precision, timings=timings,
-        denoiser_passes=passes, denoiser_rows=rows_per_step, training_crop_size=tuple(world.crop.crop_size))
+        denoiser_passes=passes, denoiser_rows=rows_per_step, training_crop_size=tuple(world.crop.crop_size),
+        clinical=clinical)

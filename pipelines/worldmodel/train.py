@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 from datetime import date
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 
 from models.checkpoint import load_checkpoint, read_checkpoint_meta
 from models.errors import ConfigError
+from pipelines.manifest import read_manifest
 from pipelines.progress import ProgressFn
 from pipelines.training import (LoopSettings, TrainReport, model_device, resolve_device, split_cases, to_device,
                                 train_loop)
@@ -441,7 +443,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                    model_config: dict[str, Any] | None = None, cond_drop_prob: float = COND_DROP_PROB,
                    change_margin_mm: float = DEFAULT_CHANGE_MARGIN_MM, cache_dir: str | os.PathLike | None = None,
                    schedule: dict[str, int] | None = None, device: str = "cpu", amp: bool = False,
-                   init_from: str | os.PathLike | None = None) -> TrainReport:
+                   init_from: str | os.PathLike | None = None,
+                   clinical_fields: Sequence[str] = ()) -> TrainReport:
     """Train the latent dynamics model (`models.dynamics.TumourDynamicsModel`) on a trained autoencoder's latents.
 
     The crops are made with the autoencoder's own crop geometry (its ``extra["crop"]``). The checkpoint's ``extra``
@@ -454,6 +457,10 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
         change_margin_mm: margin of the change region (`pipelines.worldmodel.regions.change_region`).
         init_from: a dynamics checkpoint to fine-tune; same network config, crop geometry, change margin and
             autoencoder weights as this run; the default lr becomes `FINE_TUNE_LR`.
+        clinical_fields: also condition on these manifest covariates (`models.clinical_encoder.CLINICAL_FIELDS`,
+            e.g. ``("afp", "n_lesions", "max_diameter_mm", "vascular_invasion")``); each training row's token is
+            blanked (all values unknown) with probability ``cond_drop_prob``, independently of the plan, so the
+            model also serves cases without labs.
         Others as `train_autoencoder` (defaults `DEFAULTS["dynamics"]`).
 
     Raises:
@@ -476,6 +483,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
     latent_channels = int(ae_meta.config["latent_channels"])
     config = {"latent_channels": latent_channels,
               **(model_config if model_config is not None else MODEL_CONFIGS["dynamics"])}
+    if clinical_fields:
+        config["clinical_fields"] = list(clinical_fields)
     if config["latent_channels"] != latent_channels:
         raise ConfigError(f"The dynamics model's latent_channels={config['latent_channels']} differs from the "
                           f"autoencoder's {latent_channels} in {autoencoder_dir}.")
@@ -491,8 +500,10 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                                                    f"Pass the autoencoder it was trained with "
                                                    f"(--autoencoder {saved_ae.get('dir')}).")})
     cache, split = _prepare(manifest, crop, cache_dir, progress)
+    covariates = ({r.case_id: r.covariates for r in read_manifest(cache.manifest, check_files=False)}
+                  if config.get("clinical_fields") else None)
     train, val = (LatentPairs.from_cache(cache, autoencoder, part, change_margin_mm=change_margin_mm,
-                                         weights_key=ae_weights, progress=progress)
+                                         weights_key=ae_weights, covariates=covariates, progress=progress)
                   for part in (split.train, split.val))
 
     # 2. scheduler and loss
@@ -504,9 +515,13 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
         t = torch.randint(0, n_t, (b,), generator=generator)
         noise = torch.randn(batch.post.shape, generator=generator)
         keep = torch.rand(b, generator=generator) >= cond_drop_prob if drop else torch.ones(b, dtype=torch.bool)
+        covariates = None
+        if model.clinical_encoder is not None:  # drawn only then, so a CT-and-plan run keeps its random stream
+            known = torch.rand(b, generator=generator) >= cond_drop_prob if drop else torch.ones(b, dtype=torch.bool)
+            covariates = [c if k else None for c, k in zip(batch.covariates, known.tolist())]
         # drawn on the CPU with the CPU generator (same stream on every device), then moved
         batch, t, noise = to_device((batch, t, noise), model_device(model))
-        context = model.encode_plans([p if k else None for p, k in zip(batch.plans, keep.tolist())])
+        context = model.encode_plans([p if k else None for p, k in zip(batch.plans, keep.tolist())], covariates)
         x_t = scheduler.add_noise(original_samples=batch.post, noise=noise, timesteps=t)
         return F.mse_loss(model(x_t, t, batch.pre, batch.masks, context), noise)
 
@@ -521,6 +536,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
     # 3. train, 4. card
     command = _command("dynamics", cache.manifest, Path(out), settings, autoencoder=autoencoder_dir,
                        init_from=init_from)
+    if config.get("clinical_fields"):
+        command += f" --clinical-fields {','.join(config['clinical_fields'])}"
     extra = {"scheduler": dict(DDPM_SCHEDULER),
              "crop": {"spacing": list(crop.spacing), "size": list(crop.crop_size),
                       "change_margin_mm": float(change_margin_mm)},
@@ -542,6 +559,9 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                 loss=f"Loss: DDPM ε-prediction MSE (MONAI DDPMScheduler, {n_t} steps, scaled_linear_beta "
                      f"{DDPM_SCHEDULER['beta_start']}–{DDPM_SCHEDULER['beta_end']}) on the post-treatment latent; "
                      f"plan dropped to the null plan with probability {cond_drop_prob} (classifier-free guidance); "
-                     f"change-region margin {change_margin_mm:g} mm; autoencoder {autoencoder_dir}")
+                     f"change-region margin {change_margin_mm:g} mm; autoencoder {autoencoder_dir}"
+                     + (f"; also conditioned on the covariates {', '.join(config['clinical_fields'])} (one context "
+                        f"token, blanked to unknown with probability {cond_drop_prob})"
+                        if config.get("clinical_fields") else ""))
     return report
 

@@ -129,3 +129,36 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     save_checkpoint(tmp_path / "other", other, kind="dynamics", config=dm.config)
     with pytest.raises(CheckpointNotFoundError, match="do not fit its config"):
         load_checkpoint(tmp_path / "other", kind="dynamics", build=_build_dyn, command=cmd)
+
+
+# ------------------------------------------------------------------------------------------- clinical token
+def test_clinical_values_flag_what_is_missing():
+    from models.clinical_encoder import clinical_values
+
+    values, present = clinical_values({"afp": 100.0, "n_lesions": None, "max_diameter_mm": float("nan")},
+                                      ["afp", "n_lesions", "max_diameter_mm", "vascular_invasion"])
+    assert values[0] == pytest.approx(0.0) and present == [1.0, 0.0, 0.0, 0.0]  # log10(100) = 2 is the centre
+    assert values[1:] == [0.0, 0.0, 0.0]  # unknown is (0, flag 0), never a made-up value
+    assert clinical_values(None, ["afp"]) == ([0.0], [0.0])
+    with pytest.raises(ValueError, match="subset"):
+        TumourDynamicsModel(**TINY_DYN, clinical_fields=["ldh"])
+
+
+def test_dynamics_with_clinical_fields_reads_the_labs_in_both_branches():
+    fields = ["afp", "n_lesions", "max_diameter_mm", "vascular_invasion"]
+    torch.manual_seed(0)
+    dm = _perturbed(TumourDynamicsModel(**TINY_DYN, clinical_fields=fields))
+    assert dm.config["clinical_fields"] == fields
+    assert "clinical_fields" not in TumourDynamicsModel(**TINY_DYN).config  # older checkpoints' configs unchanged
+    plan = Plan.parse("Epirubicin; Lipiodol")
+    low, high = {"afp": 5.0, "n_lesions": 1}, {"afp": 20000.0, "n_lesions": 1}
+    ctx = dm.encode_plans([plan, plan, None, None], [low, high, low, None])
+    assert ctx.shape[1] == dm.config["max_agents"] + 2  # plan tokens + one clinical token
+    x = torch.randn(4, 4, 4, 4, 4)
+    out = dm(x[:1].expand(4, -1, -1, -1, -1), torch.tensor([100] * 4), x[:1].expand(4, -1, -1, -1, -1),
+             torch.zeros(4, 2, 4, 4, 4), ctx)
+    assert (out[0] - out[1]).abs().max() > 1e-4  # the AFP reaches the output under the same plan
+    assert (out[2] - out[3]).abs().max() > 1e-4  # ... and in the null-plan branch (it is patient, not plan)
+    torch.testing.assert_close(dm.encode_plans([plan]), dm.encode_plans([plan], [None]))  # None = unknown
+    with pytest.raises(ValueError, match="covariate rows"):
+        dm.encode_plans([plan, plan], [low])

@@ -56,18 +56,19 @@ def _perturb(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model
 
 
-def write_tiny_weights(root: Path, autoencoder_config: dict | None = None) -> Path:
+def write_tiny_weights(root: Path, autoencoder_config: dict | None = None, clinical_fields=()) -> Path:
     """``root/{autoencoder,dynamics,segmentation}`` tiny checkpoints (seeded, so every call writes the same).
 
     ``autoencoder_config``: save the autoencoder with this config instead (the dynamics model still records the
-    standard one), to make an incompatible pair.
+    standard one), to make an incompatible pair. ``clinical_fields``: a dynamics model that also reads these.
     """
     torch.manual_seed(0)  # constructors draw their initial weights from the global generator
     crop_extra = {"crop": {"spacing": CROP["spacing"], "size": CROP["size"]}}
     ae = CropAutoencoder(**AUTOENCODER)
     save_checkpoint(root / "autoencoder", _perturb(ae, 1), kind="autoencoder", config=ae.config, extra=crop_extra)
     sha = hashlib.sha256((root / "autoencoder" / "model.pt").read_bytes()).hexdigest()
-    dyn = TumourDynamicsModel(latent_channels=AUTOENCODER["latent_channels"], **DYNAMICS)
+    dyn = TumourDynamicsModel(latent_channels=AUTOENCODER["latent_channels"], **DYNAMICS,
+                              clinical_fields=clinical_fields)
     extra = {"scheduler": dict(SCHEDULER), "crop": {**crop_extra["crop"], "change_margin_mm": MARGIN_MM},
              "autoencoder": {"config": ae.config, "weights_sha256": sha}}
     save_checkpoint(root / "dynamics", _perturb(dyn, 2), kind="dynamics", config=dyn.config, extra=extra)

@@ -292,3 +292,19 @@ def test_resolve_case_names_what_it_accepts(tmp_path, case):
         resolve_case(str(tmp_path))
     with pytest.raises(ManifestError, match="MANIFEST.csv#ID"):
         resolve_case("no-such-sample", root=manifest.parent)
+
+
+def test_a_model_that_reads_labs_uses_the_cases_and_says_which_are_missing(tmp_path, case, result):
+    from pipelines.case import Covariates
+
+    world = load_world_model(write_tiny_weights(tmp_path / "w", clinical_fields=["afp", "n_lesions"]))
+    low = replace(case, covariates=Covariates(afp=5.0, n_lesions=1))
+    high = replace(case, covariates=Covariates(afp=30000.0, n_lesions=1))
+    a, b = (world.simulate(c, [PLAN_A], seed=0, **FAST) for c in (low, high))
+    assert a.clinical == {"afp": 5.0, "n_lesions": 1} and a.clinical_note is None
+    assert not np.array_equal(a.plans[0].crops_hu, b.plans[0].crops_hu)  # the AFP changes the simulation
+    bare = world.simulate(case, [PLAN_A], seed=0, **FAST)  # the phantom has no labs
+    assert bare.clinical == {"afp": None, "n_lesions": None}
+    assert "no afp, n_lesions" in bare.clinical_note
+    assert json.loads(json.dumps(bare.to_dict()))["clinical"]["covariates"] == {"afp": None, "n_lesions": None}
+    assert result.clinical == {} and result.clinical_note is None  # a CT-and-plan model reads none

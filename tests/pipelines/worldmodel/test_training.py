@@ -109,6 +109,33 @@ def test_dynamics_checkpoint_records_what_sampling_needs(cohort, autoencoder, tm
     assert float(scheduler.betas[0]) == pytest.approx(0.0015) and float(scheduler.betas[-1]) == pytest.approx(0.0195)
 
 
+def test_dynamics_trains_on_the_manifest_covariates_when_asked(cohort, autoencoder, tmp_path):
+    fields = ["afp", "n_lesions", "max_diameter_mm", "vascular_invasion"]
+    report = _run("dynamics", cohort, autoencoder, tmp_path / "dyn", clinical_fields=fields)
+    model, meta = load_checkpoint(report.out, kind="dynamics", build=BUILD["dynamics"], command="test")
+    assert model.config["clinical_fields"] == fields and model.clinical_encoder is not None
+    card = (report.out / "MODEL_CARD.md").read_text()
+    assert "--clinical-fields afp,n_lesions,max_diameter_mm,vascular_invasion" in card
+    assert "conditioned on the covariates afp" in card
+    assert all(r.covariates.get("afp") for r in read_manifest(cohort))  # the tiny cohort has labs to learn from
+
+
+def test_latent_batches_carry_each_rows_covariates():
+    from models.plan import Plan
+    from pipelines.worldmodel.crops import LatentPairs
+
+    n = 6
+    pre = torch.arange(n, dtype=torch.float32).reshape(n, 1, 1, 1, 1)
+    plans = [Plan.parse("Epirubicin; Lipiodol")] * n
+    pairs = LatentPairs(pre, pre.clone(), torch.zeros(n, 2, 1, 1, 1), plans, [f"C{i}" for i in range(n)],
+                        [{"afp": float(i)} for i in range(n)])
+    batch = pairs.sample_batch(4, torch.Generator().manual_seed(0))
+    assert [c["afp"] for c in batch.covariates] == batch.pre.flatten().tolist()  # row i keeps patient i's labs
+    assert LatentPairs(pre, pre, torch.zeros(n, 2, 1, 1, 1), plans, [f"C{i}" for i in range(n)])[0].covariates == [{}]
+    with pytest.raises(ValueError, match="covariate rows"):
+        LatentPairs(pre, pre, torch.zeros(n, 2, 1, 1, 1), plans, [f"C{i}" for i in range(n)], [{}])
+
+
 def test_dynamics_needs_a_trained_autoencoder(cohort, tmp_path):
     with pytest.raises(CheckpointNotFoundError, match="mewm train autoencoder"):
         train_dynamics(cohort, tmp_path / "no-ae", tmp_path / "dyn", steps=1, progress=False, model_config=TINY_DYN)

@@ -184,6 +184,11 @@ def test_cli_train_commands(cohort, tmp_path, tiny_defaults, capsys):
     assert main(["train", "dynamics", "--autoencoder", str(outs["autoencoder"]), "--out", str(outs["dynamics"]),
                  "--steps", "2", *common]) == 0
     assert "Trained dynamics: 2 steps on 3 cases, 1 held out" in capsys.readouterr().out
+    labs = tmp_path / "dynamics_labs"
+    assert main(["train", "dynamics", "--autoencoder", str(outs["autoencoder"]), "--out", str(labs), "--steps", "2",
+                 "--clinical-fields", "afp, n_lesions", *common]) == 0
+    assert _state(labs, "dynamics")[1].config["clinical_fields"] == ["afp", "n_lesions"]
+    assert "clinical_fields" not in _state(outs["dynamics"], "dynamics")[1].config
     for kind, out in outs.items():
         _, meta = _state(out, kind)
         assert meta.extra["data"]["n_cases"] == 4

@@ -125,7 +125,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                    plans_per_patient=args.plans, samples=args.samples, seed=args.seed,
                                    steps=args.steps, guidance=args.guidance,
                                    precision=args.precision or config.precision, out=args.out,
-                                   progress=not args.quiet)
+                                   without_labs=args.without_labs, progress=not args.quiet)
     else:
         report = evaluate_segmentation(args.cohort, weights, patients=args.patients, out=args.out,
                                        progress=not args.quiet)
@@ -265,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
         ev.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
         if model == "dynamics":
             ev.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
+            ev.add_argument("--without-labs", action="store_true",
+                            help="simulate every case with its covariates removed (ablation of a dynamics model "
+                                 "trained with --clinical-fields)")
         ev.add_argument("--quiet", action="store_true", help="no progress bar")
         ev.set_defaults(func=_cmd_eval, model=model)
 

@@ -29,6 +29,7 @@ model card in the weights folder.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -40,7 +41,7 @@ import torch
 from models.checkpoint import load_checkpoint
 from models.errors import ConfigError, GeometryMismatchError, LesionTooLargeError, ManifestError
 from models.segmentation import CropSegmenter
-from pipelines.case import Case
+from pipelines.case import Case, Covariates
 from pipelines.cohort.counterfactual import choose_plans, regenerate_cohort, render_counterfactual
 from pipelines.cohort.response import plan_parts
 from pipelines.manifest import load_manifest_case, read_manifest
@@ -165,7 +166,7 @@ def _within_patient_spearman(rows: list[dict], key: str) -> metrics.MeanResult:
 def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathLike | None = None, *,
                       patients: int = 50, plans_per_patient: int = 4, samples: int = 3, seed: int = 0,
                       steps: int = 25, guidance: float = 2.0, c2st_epochs: int = 5, precision: str | None = None,
-                      out: str | os.PathLike | None = None, update_card: bool = True,
+                      out: str | os.PathLike | None = None, update_card: bool = True, without_labs: bool = False,
                       progress: bool | ProgressFn | None = None) -> dict[str, Any]:
     """Score the dynamics world model on a held-out virtual cohort (see the module docstring for the recipe).
 
@@ -180,6 +181,8 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
         c2st_epochs: training epochs of the C2ST classifier.
         out: JSON report path (default ``<weights>/dynamics/evaluation.json``).
         update_card: write the "Evaluation" section of ``<weights>/dynamics/MODEL_CARD.md``.
+        without_labs: simulate every case with its covariates removed (an ablation of a model that reads labs,
+            ``clinical_fields``: what it does for cases without them; no effect on a CT-and-plan model).
         progress: ``progress(done, total, message)`` per patient, ``True`` for a tqdm bar.
 
     Returns:
@@ -217,7 +220,8 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
         # 2. one batched simulation per patient
         t0 = time.perf_counter()
         try:
-            result = world.simulate(case, plans, samples=samples, seed=seed, steps=steps, guidance=guidance)
+            shown = dataclasses.replace(case, covariates=Covariates()) if without_labs else case
+            result = world.simulate(shown, plans, samples=samples, seed=seed, steps=steps, guidance=guidance)
         except LesionTooLargeError as e:
             skipped.append({"case_id": case.case_id, "reason": str(e)})
             if report_progress:
@@ -346,13 +350,15 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
     # 6. the report, its JSON file and the model card
     command = command_line("eval", "dynamics", cohort=cohort.root, weights=world.weights_dir, patients=patients,
                            plans=plans_per_patient, samples=samples, seed=seed, steps=steps,
-                           guidance=guidance, precision=world.precision)
+                           guidance=guidance, precision=world.precision) + (" --without-labs" if without_labs else "")
     report = {
         "kind": "dynamics-evaluation", "baseline": "post = pre", "command": command, "weights": str(world.weights_dir),
         "cohort": {"path": display_path(cohort.root), "seed": cohort.seed, "n": len(records), "grid": list(cohort.size)},
         "config": {"patients": patients, "patients_evaluated": evaluated, "plans_per_patient": plans_per_patient,
                    "samples": samples, "seed": seed, "steps": steps, "guidance": guidance,
-                   "precision": world.precision, "c2st_epochs": c2st_epochs, "crop": world.crop.to_dict(),
+                   "precision": world.precision, "without_labs": without_labs,
+                   "clinical_fields": list(world.dynamics.config.get("clinical_fields") or []),
+                   "c2st_epochs": c2st_epochs, "crop": world.crop.to_dict(),
                    "max_crop_voxels": world.max_crop_voxels, "change_margin_mm": world.change_margin_mm},
         "machine": machine_info(), "metrics": m, "pairs": pairs, "skipped": skipped, "timing_s": seconds,
     }

@@ -382,3 +382,21 @@ def test_within_patient_spearman_orders_each_patients_plans():
     assert _within_patient_spearman(rows, "reversed").mean == pytest.approx(-1.0)
     flat = _within_patient_spearman(rows, "flat")
     assert flat.n == 0 and np.isnan(flat.mean)  # a constant prediction has no order: undefined, left out
+
+
+def test_without_labs_ablation_removes_the_covariates_of_a_model_that_reads_them(tiny_cohort, tmp_path):
+    from simulate_helpers import write_tiny_weights
+
+    from pipelines.worldmodel.evaluate import evaluate_dynamics
+
+    weights = write_tiny_weights(tmp_path / "w", clinical_fields=["afp", "n_lesions"])
+    runs = {flag: evaluate_dynamics(tiny_cohort, weights, patients=2, plans_per_patient=2, c2st_epochs=1,
+                                    without_labs=flag, out=tmp_path / f"r{flag}.json", update_card=False, **FAST)
+            for flag in (False, True)}
+    assert runs[True]["config"]["without_labs"] and not runs[False]["config"]["without_labs"]
+    assert runs[True]["config"]["clinical_fields"] == ["afp", "n_lesions"]
+    assert runs[True]["command"].endswith("--without-labs")
+    with_labs, without = ([p["pred_hu_mean"] for p in runs[f]["pairs"]] for f in (False, True))
+    assert with_labs != without  # the labs reached the simulations, and the ablation took them away
+    truth = ([p["true_viable_change_ml"] for p in runs[f]["pairs"]] for f in (False, True))
+    assert next(truth) == next(truth)  # the truth is the cohort's, whatever the model was shown

@@ -74,7 +74,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not args.autoencoder:
             raise ConfigError("`mewm train dynamics` needs --autoencoder DIR (made by `mewm train autoencoder`).")
         fields = [f.strip() for f in (args.clinical_fields or "").split(",") if f.strip()]
-        report = train.train_dynamics(args.manifest, args.autoencoder, args.out, clinical_fields=fields, **common)
+        report = train.train_dynamics(args.manifest, args.autoencoder, args.out, clinical_fields=fields,
+                                      prediction_type=args.prediction_type, **common)
     elif args.model == "segmentation":
         if args.reconstructed_fraction is not None and not args.autoencoder:
             raise ConfigError("--reconstructed-fraction needs --autoencoder DIR (whose reconstructions to train on).")
@@ -215,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="also condition on these covariates, comma-separated, of "
                                  "models.clinical_encoder.CLINICAL_FIELDS (afp, n_lesions, max_diameter_mm, "
                                  "vascular_invasion); default: the CT and the plan only")
+            tr.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default="epsilon",
+                            help="what the denoiser predicts: the noise (epsilon, default) or v (v_prediction)")
         if model == "segmentation":
             tr.add_argument("--reconstructed-fraction", type=float,
                             help="share of training crops replaced by their autoencoder reconstruction "

@@ -62,6 +62,7 @@ FINE_TUNE_LR = {"autoencoder": 2e-4, "segmentation": 2e-4, "dynamics": 4e-5}
 MODEL_CONFIGS: dict[str, dict[str, Any]] = {"autoencoder": {}, "segmentation": {}, "dynamics": {}}
 DEFAULT_CROP = CropConfig()
 KL_WEIGHT = 1e-6
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 COND_DROP_PROB = 0.15
 # Share of segmentation training crops replaced by their autoencoder reconstruction when an autoencoder is given.
 RECONSTRUCTED_FRACTION = 0.5
@@ -444,7 +445,7 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                    change_margin_mm: float = DEFAULT_CHANGE_MARGIN_MM, cache_dir: str | os.PathLike | None = None,
                    schedule: dict[str, int] | None = None, device: str = "cpu", amp: bool = False,
                    init_from: str | os.PathLike | None = None,
-                   clinical_fields: Sequence[str] = ()) -> TrainReport:
+                   clinical_fields: Sequence[str] = (), prediction_type: str = "epsilon") -> TrainReport:
     """Train the latent dynamics model (`models.dynamics.TumourDynamicsModel`) on a trained autoencoder's latents.
 
     The crops are made with the autoencoder's own crop geometry (its ``extra["crop"]``). The checkpoint's ``extra``
@@ -461,6 +462,10 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
             e.g. ``("afp", "n_lesions", "max_diameter_mm", "vascular_invasion")``); each training row's token is
             blanked (all values unknown) with probability ``cond_drop_prob``, independently of the plan, so the
             model also serves cases without labs.
+        prediction_type: what the network predicts, ``"epsilon"`` (the noise; default) or ``"v_prediction"``
+            (``v = √ᾱ ε − √(1−ᾱ) x₀``, Salimans & Ho 2022, https://arxiv.org/abs/2202.00512: the high-noise steps,
+            which set a sample's overall brightness, carry weight in the loss). Recorded in
+            ``extra["scheduler"]``; the sampler's DDIM scheduler follows it.
         Others as `train_autoencoder` (defaults `DEFAULTS["dynamics"]`).
 
     Raises:
@@ -472,6 +477,9 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
     # 1. the autoencoder and its latents of the cached crops
     if not 0 <= cond_drop_prob < 1:
         raise ConfigError(f"cond_drop_prob must be in [0, 1), got {cond_drop_prob!r}.")
+    if prediction_type not in PREDICTION_TYPES:
+        raise ConfigError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {prediction_type!r}.")
+    scheduler_config = {**DDPM_SCHEDULER, "prediction_type": prediction_type}
     settings = _settings("dynamics", steps, batch_size, lr, seed, schedule, device, amp,
                          fine_tune=init_from is not None)
     autoencoder, ae_meta, ae_weights = _load_autoencoder(autoencoder_dir, manifest)
@@ -507,7 +515,7 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                   for part in (split.train, split.val))
 
     # 2. scheduler and loss
-    scheduler = build_ddpm_scheduler()
+    scheduler = build_ddpm_scheduler(scheduler_config)
     n_t = scheduler.num_train_timesteps
 
     def eps_loss(model: TumourDynamicsModel, batch, generator: torch.Generator, drop: bool) -> torch.Tensor:
@@ -523,7 +531,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
         batch, t, noise = to_device((batch, t, noise), model_device(model))
         context = model.encode_plans([p if k else None for p, k in zip(batch.plans, keep.tolist())], covariates)
         x_t = scheduler.add_noise(original_samples=batch.post, noise=noise, timesteps=t)
-        return F.mse_loss(model(x_t, t, batch.pre, batch.masks, context), noise)
+        target = noise if prediction_type == "epsilon" else scheduler.get_velocity(batch.post, noise, t)
+        return F.mse_loss(model(x_t, t, batch.pre, batch.masks, context), target)
 
     def batch_loss(model: TumourDynamicsModel, generator: torch.Generator) -> torch.Tensor:
         return eps_loss(model, train.sample_batch(settings.batch_size, generator), generator, drop=True)
@@ -538,7 +547,9 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                        init_from=init_from)
     if config.get("clinical_fields"):
         command += f" --clinical-fields {','.join(config['clinical_fields'])}"
-    extra = {"scheduler": dict(DDPM_SCHEDULER),
+    if prediction_type != "epsilon":
+        command += f" --prediction-type {prediction_type}"
+    extra = {"scheduler": dict(scheduler_config),
              "crop": {"spacing": list(crop.spacing), "size": list(crop.crop_size),
                       "change_margin_mm": float(change_margin_mm)},
              "autoencoder": {"config": ae_meta.config, "scale_factor": float(autoencoder.scale_factor),
@@ -546,6 +557,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
              "cond_drop_prob": cond_drop_prob, "masks": "fraction of each latent cell (regions.latent_masks)",
              "data": _data_extra(cache, split), **({"init_from": init} if init else {})}
     more = {"init_from": init["weights_sha256"]} if init else {}
+    if prediction_type != "epsilon":  # (absent for ε, so older runs stay resumable)
+        more["prediction_type"] = prediction_type
     report = train_loop(lambda: _started(TumourDynamicsModel(**config), start), batch_loss, val_loss,
                         settings=settings, out=out, kind="dynamics",
                         identity=_identity(cache, split, autoencoder=ae_weights, cond_drop_prob=cond_drop_prob,
@@ -556,7 +569,7 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                 purpose="The world model's dynamics: a latent diffusion model (MONAI DiffusionModelUNet with "
                         "cross-attention to the plan tokens) that predicts the post-TACE crop from the "
                         "pre-treatment crop and a TACE plan.",
-                loss=f"Loss: DDPM ε-prediction MSE (MONAI DDPMScheduler, {n_t} steps, scaled_linear_beta "
+                loss=f"Loss: DDPM {'ε' if prediction_type == 'epsilon' else 'v'}-prediction MSE (MONAI DDPMScheduler, {n_t} steps, scaled_linear_beta "
                      f"{DDPM_SCHEDULER['beta_start']}–{DDPM_SCHEDULER['beta_end']}) on the post-treatment latent; "
                      f"plan dropped to the null plan with probability {cond_drop_prob} (classifier-free guidance); "
                      f"change-region margin {change_margin_mm:g} mm; autoencoder {autoencoder_dir}"

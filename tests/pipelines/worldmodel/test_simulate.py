@@ -308,3 +308,15 @@ def test_a_model_that_reads_labs_uses_the_cases_and_says_which_are_missing(tmp_p
     assert "no afp, n_lesions" in bare.clinical_note
     assert json.loads(json.dumps(bare.to_dict()))["clinical"]["covariates"] == {"afp": None, "n_lesions": None}
     assert result.clinical == {} and result.clinical_note is None  # a CT-and-plan model reads none
+
+
+def test_the_sampler_follows_the_checkpoints_prediction_type(weights_dir, tmp_path, case, result):
+    other = tmp_path / "w"
+    shutil.copytree(weights_dir, other)
+    config = json.loads((other / "dynamics" / "config.json").read_text())
+    config["extra"]["scheduler"]["prediction_type"] = "v_prediction"
+    (other / "dynamics" / "config.json").write_text(json.dumps(config))
+    world = load_world_model(other)
+    assert world.scheduler["prediction_type"] == "v_prediction"
+    v = world.simulate(case, [PLAN_A, PLAN_B], seed=0, **FAST)
+    assert not np.array_equal(v.plans[0].crops_hu, result.plans[0].crops_hu)  # same net read as v, not as noise

@@ -120,6 +120,17 @@ def test_dynamics_trains_on_the_manifest_covariates_when_asked(cohort, autoencod
     assert all(r.covariates.get("afp") for r in read_manifest(cohort))  # the tiny cohort has labs to learn from
 
 
+def test_dynamics_v_prediction_is_recorded_for_the_sampler(cohort, autoencoder, tmp_path):
+    report = _run("dynamics", cohort, autoencoder, tmp_path / "dyn", prediction_type="v_prediction")
+    _, meta = _state(report.out, "dynamics")
+    assert meta.extra["scheduler"]["prediction_type"] == "v_prediction"
+    assert build_ddpm_scheduler(meta.extra["scheduler"]).prediction_type == "v_prediction"
+    card = (report.out / "MODEL_CARD.md").read_text()
+    assert "v-prediction MSE" in card and "--prediction-type v_prediction" in card
+    with pytest.raises(ConfigError, match="prediction_type"):
+        _run("dynamics", cohort, autoencoder, tmp_path / "bad", prediction_type="sample")
+
+
 def test_latent_batches_carry_each_rows_covariates():
     from models.plan import Plan
     from pipelines.worldmodel.crops import LatentPairs

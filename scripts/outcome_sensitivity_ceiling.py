@@ -11,15 +11,15 @@ This script estimates that "ideal sampler" ratio with the simulator's own number
 
 1. the outcome of a plan is the vector the evaluation compares, (viable tumour, necrosis, Lipiodol) in ml, here
    ``V0 · (r, N, L)`` of `plan_response` with ``V0`` the pre-treatment tumour volume;
-2. for each plan of the cohort's plan space, a ridge regression with quadratic features predicts ``(r, N, L)`` from
-   what a model can see (``--features ct``: the CT-visible fields of `Patient.visible_features`; ``ct+labs``: all of
-   them; ``ct+labs+latent`` adds the hidden v, p, h and cirrhosis themselves, a bound that no model can reach)
-   on the training patients; its residuals there are the spread of outcomes among look-alike patients;
+2. for each plan of the cohort's plan space, a regressor (quadratic-feature ridge per plan, and one MLP over all
+   plans; both are reported) predicts ``(r, N, L)`` from what a model can see (feature set ``ct``: the CT-visible
+   fields of `Patient.visible_features`; ``ct+labs``: all of them; ``ct+labs+latent`` adds the hidden v, p, h and
+   cirrhosis themselves, a bound that no model can reach) on the training patients; its residuals there are the spread of outcomes among look-alike patients;
 3. on the held-out patients, the ideal sampler draws T samples per plan as prediction + a residual of that plan
    drawn at random, for the evaluation's P plans per patient (`choose_plans`, same seed), and the pooled ratio is
    computed exactly as `mewm eval dynamics` does (mean between-plan distance / mean within-plan distance).
 
-A better regressor than quadratic ridge would leave smaller residuals, so the figures are estimates, not bounds.
+A better regressor would leave smaller residuals, so the figures are estimates, not bounds.
 
 Usage: .venv/bin/python scripts/outcome_sensitivity_ceiling.py [--train-seed 1 --train-n 1200 --heldout-seed 2
        --heldout-n 75 --plans 4 --samples 3 --seed 0]

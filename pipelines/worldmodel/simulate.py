@@ -415,11 +415,8 @@ def _summary(pre: float, volumes: np.ndarray) -> StructureSummary:
 def _clinical_inputs(world: WorldModel, case: Case) -> dict[str, Any]:
     """The case's values of the dynamics model's ``clinical_fields`` (``None`` where unknown or not finite)."""
     fields = world.dynamics.config.get("clinical_fields") or []
-    out = {}
-    for name in fields:
-        _, present = clinical_values(case.covariates, [name])
-        out[name] = getattr(case.covariates, name, None) if present[0] else None
-    return out
+    _, present = clinical_values(case.covariates, fields)
+    return {name: getattr(case.covariates, name, None) if known else None for name, known in zip(fields, present)}
 
 
 @torch.no_grad()

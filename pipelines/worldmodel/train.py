@@ -23,8 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from datetime import date
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from models.checkpoint import load_checkpoint, read_checkpoint_meta
+from models.clinical_encoder import CLINICAL_FIELDS
 from models.errors import ConfigError
 from pipelines.manifest import read_manifest
 from pipelines.progress import ProgressFn
@@ -479,6 +480,9 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
         raise ConfigError(f"cond_drop_prob must be in [0, 1), got {cond_drop_prob!r}.")
     if prediction_type not in PREDICTION_TYPES:
         raise ConfigError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {prediction_type!r}.")
+    unknown = [f for f in clinical_fields if f not in CLINICAL_FIELDS]
+    if unknown:
+        raise ConfigError(f"Unknown clinical field(s) {unknown}; choose from {', '.join(CLINICAL_FIELDS)}.")
     scheduler_config = {**DDPM_SCHEDULER, "prediction_type": prediction_type}
     settings = _settings("dynamics", steps, batch_size, lr, seed, schedule, device, amp,
                          fine_tune=init_from is not None)
@@ -518,7 +522,7 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
     scheduler = build_ddpm_scheduler(scheduler_config)
     n_t = scheduler.num_train_timesteps
 
-    def eps_loss(model: TumourDynamicsModel, batch, generator: torch.Generator, drop: bool) -> torch.Tensor:
+    def denoise_loss(model: TumourDynamicsModel, batch, generator: torch.Generator, drop: bool) -> torch.Tensor:
         b = batch.post.shape[0]
         t = torch.randint(0, n_t, (b,), generator=generator)
         noise = torch.randn(batch.post.shape, generator=generator)
@@ -535,11 +539,11 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
         return F.mse_loss(model(x_t, t, batch.pre, batch.masks, context), target)
 
     def batch_loss(model: TumourDynamicsModel, generator: torch.Generator) -> torch.Tensor:
-        return eps_loss(model, train.sample_batch(settings.batch_size, generator), generator, drop=True)
+        return denoise_loss(model, train.sample_batch(settings.batch_size, generator), generator, drop=True)
 
     def val_loss(model: TumourDynamicsModel) -> float:
         g = torch.Generator().manual_seed(settings.seed)  # the same timesteps and noise at every validation
-        losses = [eps_loss(model, b, g, drop=False) * len(b.plans) for b in val.all_batches(VAL_BATCH)]
+        losses = [denoise_loss(model, b, g, drop=False) * len(b.plans) for b in val.all_batches(VAL_BATCH)]
         return float(sum(losses) / len(val))
 
     # 3. train, 4. card
@@ -569,7 +573,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                 purpose="The world model's dynamics: a latent diffusion model (MONAI DiffusionModelUNet with "
                         "cross-attention to the plan tokens) that predicts the post-TACE crop from the "
                         "pre-treatment crop and a TACE plan.",
-                loss=f"Loss: DDPM {'ε' if prediction_type == 'epsilon' else 'v'}-prediction MSE (MONAI DDPMScheduler, {n_t} steps, scaled_linear_beta "
+                loss=f"Loss: DDPM {'ε' if prediction_type == 'epsilon' else 'v'}-prediction MSE (MONAI DDPMScheduler, "
+                     f"{n_t} steps, scaled_linear_beta "
                      f"{DDPM_SCHEDULER['beta_start']}–{DDPM_SCHEDULER['beta_end']}) on the post-treatment latent; "
                      f"plan dropped to the null plan with probability {cond_drop_prob} (classifier-free guidance); "
                      f"change-region margin {change_margin_mm:g} mm; autoencoder {autoencoder_dir}"

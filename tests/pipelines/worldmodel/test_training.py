@@ -117,6 +117,8 @@ def test_dynamics_trains_on_the_manifest_covariates_when_asked(cohort, autoencod
     card = (report.out / "MODEL_CARD.md").read_text()
     assert "--clinical-fields afp,n_lesions,max_diameter_mm,vascular_invasion" in card
     assert "conditioned on the covariates afp" in card
+    with pytest.raises(ConfigError, match="Unknown clinical field"):  # before any crop is cached
+        _run("dynamics", cohort, autoencoder, tmp_path / "bad", clinical_fields=["ldh"])
     assert all(r.covariates.get("afp") for r in read_manifest(cohort))  # the tiny cohort has labs to learn from
 
 

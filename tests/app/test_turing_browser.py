@@ -153,9 +153,13 @@ def _answer(page, position: int, call: str, confidence: int) -> None:
 def _normalised_dom(page, position: int) -> str:
     """The main area's HTML with what may differ between items blanked: image URLs (content hashes), the position
     (text, progress bar, form keys) and React's generated element ids. Taken once the rerun has finished: while
-    it runs, the previous item's elements linger marked ``data-stale="true"`` (seen on a loaded machine)."""
-    page.wait_for_function("() => document.querySelectorAll(\"[data-testid='stMain'] [data-stale='true']\")"
-                           ".length === 0")
+    it runs, the previous item's elements linger marked ``data-stale="true"``, and a widget not yet drawn is a
+    ``stSkeleton`` placeholder (both seen on a loaded machine)."""
+    page.wait_for_function(
+        "() => document.querySelectorAll(\"[data-testid='stMain'] [data-stale='true'], "
+        "[data-testid='stMain'] [data-testid='stSkeleton']\").length === 0 && "
+        f"document.querySelectorAll('.st-key-turing-call-{position} input[type=radio]').length > 0 && "
+        f"document.querySelectorAll('.st-key-turing-confidence-{position} input[type=radio]').length > 0")
     html = page.locator("[data-testid='stMain']").inner_html()
     html = re.sub(r"/media/[0-9a-f]+\.png", "/media/IMAGE.png", html)
     html = html.replace(f"Image {position} of", "Image N of")
@@ -164,6 +168,15 @@ def _normalised_dom(page, position: int) -> str:
     html = re.sub(r"translateX\(-?[0-9.]+%\)", "translateX(X)", html)
     html = re.sub(r":r[0-9a-z]+:", ":rID:", html)  # React's ids count remounted widgets (one form per position)
     return html
+
+
+def _dom_difference(first: str, other: str) -> str:
+    """The lines that differ between two normalised pages (empty when the same), for the failure message."""
+    import difflib
+
+    split = lambda html: re.sub(r">\s*<", ">\n<", html).splitlines()  # noqa: E731 - one tag per line
+    return "\n".join(line for line in difflib.unified_diff(split(first), split(other), lineterm="", n=1)
+                     if not line.startswith(("---", "+++")))[:3000]
 
 
 def test_reader_completes_a_blinded_study(server, study_env, tmp_path):
@@ -240,7 +253,9 @@ def test_reader_completes_a_blinded_study(server, study_env, tmp_path):
         assert chunks[0] == b"IHDR" and chunks[-1] == b"IEND" and set(chunks[1:-1]) == {b"IDAT"}
 
     # blinding 3: apart from the image and its position, every item's page is the same
-    assert len(set(doms[:total])) == 1, "the page differs between items beyond the image and its position"
+    differences = [_dom_difference(doms[0], d) for d in doms[1:total]]
+    assert not any(differences), \
+        f"the page differs between items beyond the image and its position: {[d for d in differences if d]}"
 
 
 def test_server_killed_mid_session_reader_resumes_at_next_item(server, study_env):

@@ -123,6 +123,12 @@ def _mean_of(rows: list[dict], key: str) -> float:
     return metrics.mean_finite(r[key] for r in rows).mean
 
 
+def _spearman_of(rows: list[dict], key: str) -> float:
+    """Spearman of ``key`` vs the true viable change over ``rows`` (``nan`` for fewer than 3)."""
+    return (metrics.spearman([r[key] for r in rows], [r["true_viable_change_ml"] for r in rows]) if len(rows) > 2
+            else float("nan"))
+
+
 def _mae(rows: list[dict], a: str, b: str) -> float:
     return metrics.mean_finite(abs(r[a] - r[b]) for r in rows).mean
 
@@ -141,12 +147,28 @@ def _autoencoder_ceiling(world, result, truth_crops) -> tuple[np.ndarray, np.nda
     return unwindow_hu(decoded).numpy().astype(np.float32), labels.numpy()
 
 
-def _ceiling_row(hu: np.ndarray, labels: np.ndarray, truth_labels: np.ndarray, pre_labels: np.ndarray,
-                 region: np.ndarray, voxel_ml: float, has_lipiodol: bool) -> dict[str, Any]:
-    """Per-pair figures of the autoencoder ceiling (`_autoencoder_ceiling`)."""
+def _segmenter_ceiling(world, result, truth_crops) -> np.ndarray:
+    """The segmenter's labels of the sharp true post crops (no autoencoder), outside the change region the
+    pre-treatment labels as in `decode_and_segment`: how well the measurement itself reads the truth.
+
+    Returns labels ``(P, X, Y, Z)``.
+    """
+    post = torch.stack([torch.as_tensor(tc.post_image).float() for tc in truth_crops])  # (P, 1, X, Y, Z)
+    with world.autocast():
+        predicted = torch.cat([world.segmenter.predict(post[s:s + world.max_batch])
+                               for s in range(0, len(post), world.max_batch)])
+    keep = torch.from_numpy(result.pre_labels.astype(np.int64))
+    return torch.where(torch.from_numpy(result.region), predicted, keep).numpy()
+
+
+def _ceiling_row(hu: np.ndarray, labels: np.ndarray, sharp_labels: np.ndarray, truth_labels: np.ndarray,
+                 pre_labels: np.ndarray, region: np.ndarray, voxel_ml: float, has_lipiodol: bool) -> dict[str, Any]:
+    """Per-pair figures of the autoencoder ceiling (`_autoencoder_ceiling`) and of the segmenter ceiling
+    (`_segmenter_ceiling`, ``sharp_labels``)."""
     mean, sd = metrics.hu_mean_sd(hu, region)
-    return {"ceiling_viable_change_ml": metrics.viable_volume_ml(labels, voxel_ml)
-            - metrics.viable_volume_ml(pre_labels, voxel_ml),
+    pre_viable = metrics.viable_volume_ml(pre_labels, voxel_ml)
+    return {"ceiling_viable_change_ml": metrics.viable_volume_ml(labels, voxel_ml) - pre_viable,
+            "segmenter_ceiling_viable_change_ml": metrics.viable_volume_ml(sharp_labels, voxel_ml) - pre_viable,
             "ceiling_lipiodol_dice": (metrics.dice(labels == LABELS["lipiodol"], truth_labels == LABELS["lipiodol"])
                                       if has_lipiodol else float("nan")),
             "ceiling_lipiodol_ml": metrics.label_volume_ml(labels, LABELS["lipiodol"], voxel_ml),
@@ -234,13 +256,14 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
         truth_crops = [_truth_crop(case, render_counterfactual(truth, plan, cohort.size), result.crop)
                        for plan in plans]
         ceiling_hu, ceiling_labels = _autoencoder_ceiling(world, result, truth_crops)
+        sharp_labels = _segmenter_ceiling(world, result, truth_crops)
         for k, (plan, sim, tc) in enumerate(zip(plans, result.plans, truth_crops)):
             truth_hu = unwindow_hu(tc.post_image[0].numpy())
             truth_labels = tc.post_labels[0].numpy()
             # 4. per-pair figures
             row = _pair_row(case.case_id, plan, sim, truth_hu, truth_labels, pre_hu, pre_labels, region, voxel_ml)
-            pairs.append({**row, **_ceiling_row(ceiling_hu[k], ceiling_labels[k], truth_labels, pre_labels, region,
-                                                voxel_ml, row["has_lipiodol"]),
+            pairs.append({**row, **_ceiling_row(ceiling_hu[k], ceiling_labels[k], sharp_labels[k], truth_labels,
+                                                pre_labels, region, voxel_ml, row["has_lipiodol"]),
                           "enlarged_crop": result.enlarged_crop})
             if not result.enlarged_crop:  # the C2ST classifier takes one crop size: the training crop's
                 real.append(_masked(truth_hu, region))
@@ -297,13 +320,17 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
             metrics.spearman([r["pred_viable_change_ml"] for r in pairs], true_change),
             TARGETS["viable_change_spearman"], baseline=metrics.spearman([0.0] * len(pairs), true_change),
             ceiling=metrics.spearman([r["ceiling_viable_change_ml"] for r in pairs], true_change),
+            segmenter_ceiling=metrics.spearman([r["segmenter_ceiling_viable_change_ml"] for r in pairs], true_change),
             n_pairs=len(pairs), note="predicted (mean over samples) vs true viable-tumour change in the crop, ml; "
-                                     "the baseline predicts no change (undefined correlation)",
+                                     "the baseline predicts no change (undefined correlation); ceiling: the true "
+                                     "post crops through the autoencoder and segmenter; segmenter_ceiling: the "
+                                     "sharp true post crops through the segmenter alone (how well the measurement "
+                                     "reads the truth)",
             **{f"{name}_crop_{k}": v for name, rows in by_crop.items() for k, v in (
                 ("pairs", len(rows)),
-                ("spearman", metrics.spearman([r["pred_viable_change_ml"] for r in rows],
-                                              [r["true_viable_change_ml"] for r in rows]) if len(rows) > 2
-                 else float("nan")))}),
+                ("spearman", _spearman_of(rows, "pred_viable_change_ml")),
+                ("ceiling", _spearman_of(rows, "ceiling_viable_change_ml")),
+                ("segmenter_ceiling", _spearman_of(rows, "segmenter_ceiling_viable_change_ml")))}),
         "viable_change_within_patient_spearman": metric_entry(
             within_patient.mean, baseline=float("nan"), patients=within_patient.n,
             ceiling=_within_patient_spearman(pairs, "ceiling_viable_change_ml").mean,
@@ -312,7 +339,8 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
         "viable_change_mae_ml": metric_entry(
             _mae(pairs, "pred_viable_change_ml", "true_viable_change_ml"),
             baseline=metrics.mean_finite(abs(c) for c in true_change).mean,
-            ceiling=_mae(pairs, "ceiling_viable_change_ml", "true_viable_change_ml")),
+            ceiling=_mae(pairs, "ceiling_viable_change_ml", "true_viable_change_ml"),
+            segmenter_ceiling=_mae(pairs, "segmenter_ceiling_viable_change_ml", "true_viable_change_ml")),
         "lipiodol_dice": metric_entry(lip.mean, baseline=metrics.mean_finite(
             r["baseline_lipiodol_dice"] for r in lip_rows).mean, n_pairs=lip.n,
             ceiling=metrics.mean_finite(r["ceiling_lipiodol_dice"] for r in lip_rows).mean,
@@ -464,18 +492,22 @@ def _fmt(value: Any) -> str:
 def _card_text(report: dict[str, Any], out: Path) -> str:
     """Markdown of a report: the table of metrics (value, target, pass, baseline), command, cohort, machine."""
     machine = report["machine"]
-    ceiling = any("ceiling" in e for e in report["metrics"].values())
+    columns = [(key, title) for key, title in (("ceiling", "autoencoder ceiling"),
+                                               ("segmenter_ceiling", "segmenter ceiling"))
+               if any(key in e for e in report["metrics"].values())]
     lines = ["Held-out evaluation on a virtual cohort (synthetic data; not a clinical validation).", "",
              f"| metric | value | target | pass | baseline ({report['baseline']}) |"
-             + (" autoencoder ceiling |" if ceiling else ""), "|---|---|---|---|---|" + ("---|" if ceiling else "")]
+             + "".join(f" {title} |" for _, title in columns), "|---|---|---|---|---|" + "---|" * len(columns)]
     for name, e in report["metrics"].items():
         passed = {True: "yes", False: "**no**", None: "–"}[e["pass"]]
         lines.append(f"| {name} | {_fmt(e['value'])} | {e['target'] or '–'} | {passed} | {_fmt(e.get('baseline'))} |"
-                     + (f" {_fmt(e['ceiling']) if 'ceiling' in e else '–'} |" if ceiling else ""))
-    if ceiling:
+                     + "".join(f" {_fmt(e[key]) if key in e else '–'} |" for key, _ in columns))
+    if columns:
         lines += ["", "Autoencoder ceiling: the true post-treatment crops encoded and decoded by the autoencoder, "
                       "blended and segmented exactly like a simulation: what a dynamics model that predicted the true "
-                      "latent would score with this autoencoder and segmenter."]
+                      "latent would score with this autoencoder and segmenter."
+                  + (" Segmenter ceiling: the sharp true post-treatment crops through the segmenter alone: how well "
+                     "the measurement reads the truth without the autoencoder." if len(columns) > 1 else "")]
     cohort = report["cohort"]
     lines += ["", f"- Command: `{report['command']}`",
               f"- Cohort: {cohort['path']} ({cohort['n']} cases"
@@ -492,7 +524,13 @@ def _card_text(report: dict[str, Any], out: Path) -> str:
                      f"(same voxel size, up to {report['config'].get('max_crop_voxels')} voxels a side); "
                      f"viable-change Spearman {_fmt(sp['training_crop_spearman'])} on the "
                      f"{sp['training_crop_pairs']} training-crop pairs, {_fmt(sp['enlarged_crop_spearman'])} on the "
-                     f"{sp['enlarged_crop_pairs']} enlarged-crop pairs; the C2ST uses training-crop patients only")
+                     f"{sp['enlarged_crop_pairs']} enlarged-crop pairs"
+                     + (f" (autoencoder ceiling {_fmt(sp['training_crop_ceiling'])} / "
+                        f"{_fmt(sp['enlarged_crop_ceiling'])}, segmenter ceiling "
+                        f"{_fmt(sp['training_crop_segmenter_ceiling'])} / "
+                        f"{_fmt(sp['enlarged_crop_segmenter_ceiling'])})"
+                        if "training_crop_segmenter_ceiling" in sp else "")
+                     + "; the C2ST uses training-crop patients only")
     if report.get("skipped"):
         lines.append(f"- Skipped: {len(report['skipped'])} patient(s) whose lesion does not fit the largest allowed "
                      "crop")

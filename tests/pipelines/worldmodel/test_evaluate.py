@@ -352,6 +352,40 @@ def test_dynamics_report_has_the_autoencoder_ceiling(dynamics_report, tiny_weigh
         np.mean([abs(r["ceiling_hu_mean"] - r["true_hu_mean"]) for r in rows]))
     card = (tiny_weights / "dynamics" / "MODEL_CARD.md").read_text()
     assert "autoencoder ceiling" in card
+    # the segmenter ceiling (sharp true post crops, no autoencoder) beside it, from the same pairs
+    for row in rows:
+        assert np.isfinite(row["segmenter_ceiling_viable_change_ml"])
+    assert dynamics_report["metrics"]["viable_change_mae_ml"]["segmenter_ceiling"] == pytest.approx(
+        np.mean([abs(r["segmenter_ceiling_viable_change_ml"] - r["true_viable_change_ml"]) for r in rows]))
+    assert "segmenter_ceiling" in dynamics_report["metrics"]["viable_change_spearman"]
+    assert "segmenter ceiling" in card
+
+
+def test_segmenter_ceiling_labels_the_sharp_crops_inside_the_region_only():
+    """`_segmenter_ceiling` segments the true post crops as they are (no autoencoder) in batches, and keeps the
+    pre-treatment labels outside the change region, as every simulated crop does."""
+    import contextlib
+    from types import SimpleNamespace
+
+    import torch
+
+    from pipelines.worldmodel.evaluate import _segmenter_ceiling
+
+    calls = []
+
+    def predict(x):
+        calls.append(x.shape[0])
+        return (x[:, 0] > 0).long() * 2  # "viable" wherever the crop is bright
+
+    world = SimpleNamespace(segmenter=SimpleNamespace(predict=predict), max_batch=2, autocast=contextlib.nullcontext)
+    region = np.zeros((4, 4, 4), bool)
+    region[1:3] = True
+    result = SimpleNamespace(region=region, pre_labels=np.full((4, 4, 4), 1, np.uint8))
+    crops = [SimpleNamespace(post_image=torch.full((1, 4, 4, 4), v)) for v in (0.5, -0.5, 0.5)]
+    labels = _segmenter_ceiling(world, result, crops)
+    assert labels.shape == (3, 4, 4, 4) and calls == [2, 1]
+    assert (labels[0][region] == 2).all() and (labels[1][region] == 0).all() and (labels[2][region] == 2).all()
+    assert (labels[:, ~region] == 1).all()
 
 
 def test_false_lipiodol_is_the_lipiodol_found_under_plans_without_it(dynamics_report):

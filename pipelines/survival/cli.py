@@ -59,6 +59,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# = pipelines.survival.data.POST_LABEL_SOURCES, spelled out so that building the parser imports no torch (a test
+# checks they agree)
+POST_LABELS = ("segmented", "decoded", "true")
+
+
 def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction]) -> None:
     """Add ``mewm train survival`` and ``mewm eval survival``."""
     tr = groups["train"].add_parser("survival", help="train a survival (inverse dynamics) model: cox or deep")
@@ -66,9 +71,10 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
                     "features (the planning default); deep: 3D CNN with a Cox partial likelihood")
     tr.add_argument("--manifest", required=True, help="cohort manifest.csv (or its folder) with time_months, event")
     tr.add_argument("--out", required=True, help="output folder (config.json, weights, MODEL_CARD.md)")
-    tr.add_argument("--post-labels", choices=("segmented", "true"), default="segmented",
+    tr.add_argument("--post-labels", choices=POST_LABELS, default="segmented",
                     help="post-treatment labels to train on: the world model's segmenter on the true post crop "
-                         "(default; what planning sees) or the cohort's true labels")
+                         "(segmented, default), on that crop through the world model's autoencoder first "
+                         "(decoded: the whole chain of a simulated crop), or the cohort's true labels")
     tr.add_argument("--segmenter", help="segmentation weights folder (default: [worldmodel] weights_dir/segmentation)")
     tr.add_argument("--penalizer", type=float, help="cox: lifelines ridge penalizer (default 0.1)")
     tr.add_argument("--steps", type=int, help="deep: optimiser steps (default 120)")

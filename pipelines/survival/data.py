@@ -10,6 +10,11 @@ Which post-treatment labels (``post_labels``):
   `pipelines.worldmodel.simulate` labels a simulated crop. At planning time the survival model only ever sees
   segmenter labels of (simulated) crops, so training on them keeps its inputs in the distribution it is used on
   (segmenter errors included). Computed once per crop cache and segmenter, cached beside the crops.
+- ``"decoded"``: the same, but the true post crop first goes through the world model's autoencoder (encoded,
+  decoded and faded into the pre-treatment crop at the edge of the change region) before the segmenter labels it:
+  the whole chain a simulated crop goes through (`pipelines.worldmodel.simulate.decode_and_segment`), so the
+  autoencoder's blur is in the training inputs too. The autoencoder is the one beside the segmenter
+  (``<segmenter_dir>/../autoencoder``).
 - ``"true"``: the cohort's own post-treatment labels (the simulator's truth; for users without a segmenter).
 """
 
@@ -34,9 +39,9 @@ from pipelines.worldmodel.regions import DEFAULT_CHANGE_MARGIN_MM, change_region
 from pipelines.worldmodel.report import display_path
 
 __all__ = ["POST_LABEL_SOURCES", "SurvivalDataWarning", "SurvivalData", "load_survival_data", "default_segmenter_dir",
-           "load_segmenter", "segment_post_crops"]
+           "load_segmenter", "segment_post_crops", "DecodedLabeller", "post_label_crops"]
 
-POST_LABEL_SOURCES = ("segmented", "true")
+POST_LABEL_SOURCES = ("segmented", "decoded", "true")
 SEGMENT_BATCH = 8
 
 
@@ -52,7 +57,8 @@ class SurvivalData:
         cache: the crop cache; ``indices``: the cache positions used (cases with an outcome).
         case_ids, time (months), event (bool), covariates, plans (administered `Plan` or None): per case.
         post_labels: ``(N, X, Y, Z)`` uint8 post-treatment labels from ``post_source``.
-        post_source: ``"segmented"`` or ``"true"``; ``segmenter``: weights folder and sha256 when segmented.
+        post_source: one of `POST_LABEL_SOURCES`; ``segmenter``: weights folder and sha256 (and the autoencoder's,
+            when decoded) unless ``"true"``.
         skipped: cases left out (``case_id``, ``reason``).
     """
 
@@ -122,22 +128,88 @@ def load_segmenter(segmenter_dir: Path, crop: CropConfig) -> tuple[Any, dict[str
                    "change_margin_mm": DEFAULT_CHANGE_MARGIN_MM}
 
 
+class DecodedLabeller:
+    """Labels true post crops through the chain of a simulated crop: the world model's autoencoder (encode,
+    decode, fade into the pre-treatment crop at the change region's edge), then its segmenter
+    (`pipelines.worldmodel.simulate.decode_and_segment`).
+
+    Args:
+        segmenter_dir: the world model's ``segmentation/`` folder; its parent holds the ``autoencoder/`` (and the
+            ``dynamics/`` that `load_world_model` checks them against).
+        crop: the survival crops' geometry, which must be the world model's.
+
+    Raises:
+        CheckpointNotFoundError: the world model is incomplete. ConfigError: its crop differs from ``crop``.
+    """
+
+    def __init__(self, segmenter_dir: Path, crop: CropConfig) -> None:
+        from pipelines.worldmodel.weights import load_world_model
+
+        self.world = load_world_model(segmenter_dir.parent)
+        if self.world.crop != crop:
+            raise ConfigError(f"The world model in {segmenter_dir.parent} works on {self.world.crop.to_dict()} "
+                              f"crops, but the survival crops are {crop.to_dict()}; use the same crop or "
+                              "--post-labels true.")
+        self.info = {"dir": display_path(segmenter_dir), "change_margin_mm": DEFAULT_CHANGE_MARGIN_MM,
+                     "weights_sha256": hashlib.sha256((segmenter_dir / "model.pt").read_bytes()).hexdigest(),
+                     "autoencoder_sha256": hashlib.sha256(
+                         (segmenter_dir.parent / "autoencoder" / "model.pt").read_bytes()).hexdigest()}
+
+    def __call__(self, pre: np.ndarray, post: np.ndarray, pre_labels: np.ndarray) -> np.ndarray:
+        """``(B, X, Y, Z)`` uint8 labels of windowed ``post`` crops given their windowed ``pre`` crops and labels."""
+        import torch
+
+        from pipelines.worldmodel.simulate import decode_and_segment
+
+        out = []
+        with torch.no_grad():
+            for pre_i, post_i, labels_i in zip(pre, post, pre_labels):
+                image = torch.from_numpy(np.asarray(post_i, np.float32))[None, None]
+                with self.world.autocast():
+                    latent = self.world.autoencoder.encode(image)
+                region = change_region(labels_i, DEFAULT_CHANGE_MARGIN_MM, self.world.crop.spacing)
+                _, labels = decode_and_segment(self.world, latent.float(),
+                                               torch.from_numpy(np.asarray(pre_i, np.float32))[None, None],
+                                               labels_i, region)
+                out.append(labels[0].numpy().astype(np.uint8))
+        return np.stack(out)
+
+
+def post_label_crops(source: str, labeller: Any, pre: np.ndarray, post: np.ndarray, pre_labels: np.ndarray,
+                     spacing: tuple[float, float, float]) -> np.ndarray:
+    """``(B, X, Y, Z)`` labels of windowed post crops from ``source`` ``"segmented"`` (``labeller`` = a
+    segmenter, `segment_post_crops`) or ``"decoded"`` (``labeller`` = a `DecodedLabeller`)."""
+    if source == "decoded":
+        return labeller(pre, post, pre_labels)
+    return segment_post_crops(labeller, post, pre_labels, spacing)
+
+
 def _segmented_post_labels(cache: CropCache, indices: list[int], segmenter_dir: Path,
-                           progress: bool | ProgressFn | None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Segmenter labels of the true post crops inside the change region, pre labels outside (as `simulate`)."""
-    model, info = load_segmenter(segmenter_dir, cache.config)
-    key = hashlib.sha256(f"{info['weights_sha256']}:{DEFAULT_CHANGE_MARGIN_MM}".encode()).hexdigest()[:16]
+                           progress: bool | ProgressFn | None,
+                           source: str = "segmented") -> tuple[np.ndarray, dict[str, Any]]:
+    """Segmenter labels of the true post crops (``source`` ``"decoded"``: through the autoencoder first) inside
+    the change region, pre labels outside (as `simulate`)."""
+    if source == "decoded":
+        model = DecodedLabeller(segmenter_dir, cache.config)
+        info = model.info
+        key_text = f"decoded:{info['autoencoder_sha256']}:{info['weights_sha256']}:{DEFAULT_CHANGE_MARGIN_MM}"
+    else:
+        model, info = load_segmenter(segmenter_dir, cache.config)
+        key_text = f"{info['weights_sha256']}:{DEFAULT_CHANGE_MARGIN_MM}"
+    key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
     store = cache.directory / f"survival-post-labels-{key}.npz"
     if store.is_file():
         with np.load(store) as z:
             if list(z["case_ids"]) == cache.case_ids:
                 return z["labels"][indices], info
-    report = resolve_progress(progress, "segment post crops", "case")
+    report = resolve_progress(progress, "decode and segment post crops" if source == "decoded"
+                              else "segment post crops", "case")
     out = []
     for s in range(0, len(cache), SEGMENT_BATCH):
         items = [cache.load(i) for i in range(s, min(s + SEGMENT_BATCH, len(cache)))]
-        out.extend(segment_post_crops(model, np.stack([d["post"] for d in items]),
-                                      np.stack([d["pre_labels"] for d in items]), cache.config.spacing))
+        out.extend(post_label_crops(source, model, np.stack([d["pre"] for d in items]),
+                                    np.stack([d["post"] for d in items]), np.stack([d["pre_labels"] for d in items]),
+                                    cache.config.spacing))
         if report:
             report(s + len(items), len(cache), "")
     labels = np.stack(out)
@@ -155,8 +227,8 @@ def load_survival_data(manifest: str | os.PathLike, *, crop: CropConfig | None =
 
     Args:
         crop: crop geometry (default 2 mm, 48³: the world model's).
-        post_labels: ``"segmented"`` or ``"true"``. segmenter_dir: the segmentation weights (default the
-            configured world model's ``segmentation/``).
+        post_labels: one of `POST_LABEL_SOURCES`. segmenter_dir: the segmentation weights (default the
+            configured world model's ``segmentation/``; with ``"decoded"``, the autoencoder beside it too).
 
     Raises:
         ManifestError: fewer than ``min_cases`` cases with a crop and an outcome, or no observed death.
@@ -188,7 +260,7 @@ def load_survival_data(manifest: str | os.PathLike, *, crop: CropConfig | None =
         post, seg = np.stack([cache.load(i)["post_labels"] for i in indices]), {}
     else:
         seg_dir = Path(segmenter_dir).expanduser() if segmenter_dir is not None else default_segmenter_dir()
-        post, seg = _segmented_post_labels(cache, indices, seg_dir, progress)
+        post, seg = _segmented_post_labels(cache, indices, seg_dir, progress, source=post_labels)
     from models.plan import Plan
 
     plans = [Plan.parse(cache.entries[i]["plan"]) if cache.entries[i].get("plan") else None for i in indices]

@@ -192,6 +192,13 @@ def _training_segmenter(recorded: dict[str, Any]) -> Path:
             raise ConfigError(f"The survival model was trained on post-treatment labels of the segmenter with weights "
                               f"sha256 {recorded['weights_sha256'][:12]}…, but {candidate} holds {sha[:12]}…. Pass "
                               "that segmenter with --segmenter DIR (or another one on purpose).")
+    autoencoder = candidate.parent / "autoencoder" / "model.pt"
+    if recorded.get("autoencoder_sha256") and autoencoder.is_file():  # post labels "decoded"
+        sha = hashlib.sha256(autoencoder.read_bytes()).hexdigest()
+        if sha != recorded["autoencoder_sha256"]:
+            raise ConfigError(f"The survival model was trained on post-treatment crops decoded by the autoencoder "
+                              f"with weights sha256 {recorded['autoencoder_sha256'][:12]}…, but {autoencoder} "
+                              f"holds {sha[:12]}…. Pass the segmenter of that world model with --segmenter DIR.")
     return candidate
 
 
@@ -261,7 +268,7 @@ def evaluate_survival(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
     trained = model.extra.get("data", {})
     crop = CropConfig(**trained["crop"]) if trained.get("crop") else None
     post_labels = trained.get("post_labels", "segmented")
-    if segmenter_dir is None and post_labels == "segmented":
+    if segmenter_dir is None and post_labels in ("segmented", "decoded"):
         segmenter_dir = _training_segmenter(trained.get("segmenter") or {})
     data = load_survival_data(cohort_dir, crop=crop, post_labels=post_labels, segmenter_dir=segmenter_dir,
                               cache_dir=cache_dir, progress=progress)

@@ -51,7 +51,7 @@ def counterfactual_plan_ranking(model: SurvivalModel, cohort_dir: str | os.PathL
     from pipelines.cohort.counterfactual import regenerate_cohort, render_counterfactual
     from pipelines.manifest import load_manifest_case, read_manifest
     from pipelines.preprocess import unwindow_hu
-    from pipelines.survival.data import default_segmenter_dir, load_segmenter, segment_post_crops
+    from pipelines.survival.data import DecodedLabeller, default_segmenter_dir, load_segmenter, post_label_crops
     from pipelines.worldmodel.evaluate import _truth_crop
     from pipelines.worldmodel.metrics import spearman
 
@@ -61,20 +61,22 @@ def counterfactual_plan_ranking(model: SurvivalModel, cohort_dir: str | os.PathL
     records = read_manifest(cohort_dir)
     patients = min(int(patients), len(records))
     segmenter = None
-    if post_labels == "segmented":
+    if post_labels in ("segmented", "decoded"):
         seg_dir = Path(segmenter_dir).expanduser() if segmenter_dir is not None else default_segmenter_dir()
-        segmenter, _ = load_segmenter(seg_dir, crop)
+        segmenter = (DecodedLabeller(seg_dir, crop) if post_labels == "decoded"
+                     else load_segmenter(seg_dir, crop)[0])
     voxel_ml = float(np.prod(crop.spacing)) / 1000.0
     report = resolve_progress(progress, "plan ranking", "plan")
     total, done, rows = patients * len(cohort.plans), 0, []
     for i in range(patients):
         case, truth = load_manifest_case(records[i]), cohort.truths[i]
-        pre_hu = pre_labels = None
+        pre_hu = pre_labels = pre_image = None
         posts, post_truth = [], []
         for plan in cohort.plans:
             sample = _truth_crop(case, render_counterfactual(truth, plan, cohort.size), crop)
             if pre_hu is None:
-                pre_hu = unwindow_hu(sample.image[0].numpy())
+                pre_image = sample.image[0].numpy()
+                pre_hu = unwindow_hu(pre_image)
                 pre_labels = sample.labels[0].numpy().astype(np.uint8)
             posts.append(sample.post_image[0].numpy())
             post_truth.append(sample.post_labels[0].numpy().astype(np.uint8))
@@ -82,7 +84,8 @@ def counterfactual_plan_ranking(model: SurvivalModel, cohort_dir: str | os.PathL
             if report:
                 report(done, total, case.case_id)
         post = np.stack(posts)
-        labels = (segment_post_crops(segmenter, post, np.stack([pre_labels] * len(post)), crop.spacing)
+        labels = (post_label_crops(post_labels, segmenter, np.stack([pre_image] * len(post)), post,
+                                   np.stack([pre_labels] * len(post)), crop.spacing)
                   if segmenter is not None else np.stack(post_truth))
         risk = np.array([model.predict(pre_hu, pre_labels, unwindow_hu(p)[None], lab[None], case.covariates, voxel_ml,
                                        plan=plan).log_risk[0]

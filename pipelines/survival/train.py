@@ -47,6 +47,10 @@ POST_LABELS_WHY = {
                  "kept outside the change region (exactly how `mewm simulate` labels a simulated crop); at planning "
                  "time the model only sees segmenter labels, so training on them keeps its inputs in the "
                  "distribution it is used on (segmenter errors included)",
+    "decoded": "the world model's segmenter applied to the true post-treatment crop after the world model's "
+               "autoencoder has encoded and decoded it (faded into the pre-treatment crop at the change region's "
+               "edge), with the pre-treatment labels kept outside the change region: the whole chain a simulated "
+               "crop goes through, so the autoencoder's blur is in the training inputs as it is at planning time",
     "true": "the cohort's own post-treatment labels (the simulator's truth)",
 }
 

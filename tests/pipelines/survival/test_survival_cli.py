@@ -76,6 +76,50 @@ def test_segmented_post_labels_follow_the_segmenter_inside_the_change_region(coh
     assert (tumour_true & tumour_seg).sum() > 0.5 * tumour_true.sum()
 
 
+def test_decoded_post_labels_are_the_simulation_chain_on_the_true_post_crop(cohort, tmp_path, capsys):
+    """``--post-labels decoded``: each true post crop through the world model's autoencoder and segmenter exactly
+    as `decode_and_segment` labels a simulated crop (checked on one case by hand), not the sharp-crop labels;
+    recorded with both networks' sha256, and a held-out evaluation checks the autoencoder too."""
+    import torch
+
+    from pipelines.survival.cli import POST_LABELS
+    from pipelines.survival.data import POST_LABEL_SOURCES
+    from pipelines.worldmodel.regions import DEFAULT_CHANGE_MARGIN_MM, change_region
+    from pipelines.worldmodel.simulate import decode_and_segment
+    from pipelines.worldmodel.weights import load_world_model
+
+    assert POST_LABELS == POST_LABEL_SOURCES  # the CLI's light copy of the choices
+    decoded = load_survival_data(cohort, post_labels="decoded", segmenter_dir=SEGMENTER, progress=False)
+    sharp = load_survival_data(cohort, segmenter_dir=SEGMENTER, progress=False)
+    assert decoded.post_source == "decoded" and decoded.segmenter["autoencoder_sha256"]
+    assert decoded.post_labels.shape == sharp.post_labels.shape
+    assert not np.array_equal(decoded.post_labels, sharp.post_labels)
+    world, d = load_world_model(SEGMENTER.parent), decoded.crops(2)
+    with torch.no_grad():
+        latent = world.autoencoder.encode(torch.from_numpy(d["post"])[None, None])
+        region = change_region(d["pre_labels"], DEFAULT_CHANGE_MARGIN_MM, world.crop.spacing)
+        _, labels = decode_and_segment(world, latent, torch.from_numpy(d["pre"])[None, None], d["pre_labels"], region)
+    np.testing.assert_array_equal(decoded.post_labels[2], labels[0].numpy())
+
+    out = tmp_path / "cox_decoded"
+    rc, text, err = _run(capsys, "train", "survival", "--kind", "cox", "--manifest", cohort, "--out", out,
+                         "--segmenter", SEGMENTER, "--post-labels", "decoded", "--quiet")
+    assert rc == 0, err
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["post_labels"] == "decoded"
+    assert "autoencoder has encoded and decoded it" in (out / "MODEL_CARD.md").read_text()
+    assert _eval(capsys, cohort, out)["post_labels"] == "decoded"
+    rc, _, err = _run(capsys, "eval", "survival", "--cohort", cohort, "--weights", out, "--plan-ranking", "1",
+                      "--out", tmp_path / "ranked.json", "--quiet")  # counterfactual crops through the same chain
+    assert rc == 0, err
+    ranking = json.loads((tmp_path / "ranked.json").read_text())["plan_ranking"]
+    assert ranking["post_labels"] == "decoded" and len(ranking["rows"]) == 1
+    config["extra"]["data"]["segmenter"]["autoencoder_sha256"] = "0" * 64  # another autoencoder than the training one
+    (out / "config.json").write_text(json.dumps(config))
+    rc, _, err = _run(capsys, "eval", "survival", "--cohort", cohort, "--weights", out, "--quiet")
+    assert rc == 2 and "decoded by the autoencoder" in err
+
+
 def test_train_deep_two_steps_resume_load_and_eval(cohort, tmp_path, capsys):
     out = tmp_path / "deep"
     common = ("train", "survival", "--kind", "deep", "--manifest", cohort, "--out", out, "--segmenter", SEGMENTER,

@@ -24,6 +24,7 @@ import hashlib
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from pipelines.worldmodel.regions import DEFAULT_CHANGE_MARGIN_MM, change_region
 from pipelines.worldmodel.report import display_path
 
 __all__ = ["POST_LABEL_SOURCES", "SurvivalDataWarning", "SurvivalData", "load_survival_data", "default_segmenter_dir",
-           "load_segmenter", "segment_post_crops", "DecodedLabeller", "post_label_crops"]
+           "load_segmenter", "segment_post_crops", "DecodedLabeller", "post_labeller"]
 
 POST_LABEL_SOURCES = ("segmented", "decoded", "true")
 SEGMENT_BATCH = 8
@@ -131,7 +132,7 @@ def load_segmenter(segmenter_dir: Path, crop: CropConfig) -> tuple[Any, dict[str
 class DecodedLabeller:
     """Labels true post crops through the chain of a simulated crop: the world model's autoencoder (encode,
     decode, fade into the pre-treatment crop at the change region's edge), then its segmenter
-    (`pipelines.worldmodel.simulate.decode_and_segment`).
+    (`pipelines.worldmodel.simulate.decode_and_segment`), with the world model's own change margin.
 
     Args:
         segmenter_dir: the world model's ``segmentation/`` folder; its parent holds the ``autoencoder/`` (and the
@@ -150,7 +151,7 @@ class DecodedLabeller:
             raise ConfigError(f"The world model in {segmenter_dir.parent} works on {self.world.crop.to_dict()} "
                               f"crops, but the survival crops are {crop.to_dict()}; use the same crop or "
                               "--post-labels true.")
-        self.info = {"dir": display_path(segmenter_dir), "change_margin_mm": DEFAULT_CHANGE_MARGIN_MM,
+        self.info = {"dir": display_path(segmenter_dir), "change_margin_mm": float(self.world.change_margin_mm),
                      "weights_sha256": hashlib.sha256((segmenter_dir / "model.pt").read_bytes()).hexdigest(),
                      "autoencoder_sha256": hashlib.sha256(
                          (segmenter_dir.parent / "autoencoder" / "model.pt").read_bytes()).hexdigest()}
@@ -167,7 +168,7 @@ class DecodedLabeller:
                 image = torch.from_numpy(np.asarray(post_i, np.float32))[None, None]
                 with self.world.autocast():
                     latent = self.world.autoencoder.encode(image)
-                region = change_region(labels_i, DEFAULT_CHANGE_MARGIN_MM, self.world.crop.spacing)
+                region = change_region(labels_i, self.world.change_margin_mm, self.world.crop.spacing)
                 _, labels = decode_and_segment(self.world, latent.float(),
                                                torch.from_numpy(np.asarray(pre_i, np.float32))[None, None],
                                                labels_i, region)
@@ -175,13 +176,18 @@ class DecodedLabeller:
         return np.stack(out)
 
 
-def post_label_crops(source: str, labeller: Any, pre: np.ndarray, post: np.ndarray, pre_labels: np.ndarray,
-                     spacing: tuple[float, float, float]) -> np.ndarray:
-    """``(B, X, Y, Z)`` labels of windowed post crops from ``source`` ``"segmented"`` (``labeller`` = a
-    segmenter, `segment_post_crops`) or ``"decoded"`` (``labeller`` = a `DecodedLabeller`)."""
+PostLabeller = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def post_labeller(source: str, segmenter_dir: Path, crop: CropConfig) -> tuple[PostLabeller, dict[str, Any]]:
+    """``labeller(pre, post, pre_labels)`` → ``(B, X, Y, Z)`` uint8 labels of windowed post crops for ``source``
+    ``"segmented"`` (`segment_post_crops`) or ``"decoded"`` (`DecodedLabeller`), and its record (dir, sha256(s),
+    change margin)."""
     if source == "decoded":
-        return labeller(pre, post, pre_labels)
-    return segment_post_crops(labeller, post, pre_labels, spacing)
+        labeller = DecodedLabeller(segmenter_dir, crop)
+        return labeller, labeller.info
+    model, info = load_segmenter(segmenter_dir, crop)
+    return (lambda pre, post, pre_labels: segment_post_crops(model, post, pre_labels, crop.spacing)), info
 
 
 def _segmented_post_labels(cache: CropCache, indices: list[int], segmenter_dir: Path,
@@ -189,13 +195,10 @@ def _segmented_post_labels(cache: CropCache, indices: list[int], segmenter_dir: 
                            source: str = "segmented") -> tuple[np.ndarray, dict[str, Any]]:
     """Segmenter labels of the true post crops (``source`` ``"decoded"``: through the autoencoder first) inside
     the change region, pre labels outside (as `simulate`)."""
+    labeller, info = post_labeller(source, segmenter_dir, cache.config)
+    key_text = f"{info['weights_sha256']}:{info['change_margin_mm']}"
     if source == "decoded":
-        model = DecodedLabeller(segmenter_dir, cache.config)
-        info = model.info
-        key_text = f"decoded:{info['autoencoder_sha256']}:{info['weights_sha256']}:{DEFAULT_CHANGE_MARGIN_MM}"
-    else:
-        model, info = load_segmenter(segmenter_dir, cache.config)
-        key_text = f"{info['weights_sha256']}:{DEFAULT_CHANGE_MARGIN_MM}"
+        key_text = f"decoded:{info['autoencoder_sha256']}:{key_text}"
     key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
     store = cache.directory / f"survival-post-labels-{key}.npz"
     if store.is_file():
@@ -207,9 +210,7 @@ def _segmented_post_labels(cache: CropCache, indices: list[int], segmenter_dir: 
     out = []
     for s in range(0, len(cache), SEGMENT_BATCH):
         items = [cache.load(i) for i in range(s, min(s + SEGMENT_BATCH, len(cache)))]
-        out.extend(post_label_crops(source, model, np.stack([d["pre"] for d in items]),
-                                    np.stack([d["post"] for d in items]), np.stack([d["pre_labels"] for d in items]),
-                                    cache.config.spacing))
+        out.extend(labeller(*(np.stack([d[k] for d in items]) for k in ("pre", "post", "pre_labels"))))
         if report:
             report(s + len(items), len(cache), "")
     labels = np.stack(out)

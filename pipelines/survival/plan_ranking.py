@@ -51,7 +51,7 @@ def counterfactual_plan_ranking(model: SurvivalModel, cohort_dir: str | os.PathL
     from pipelines.cohort.counterfactual import regenerate_cohort, render_counterfactual
     from pipelines.manifest import load_manifest_case, read_manifest
     from pipelines.preprocess import unwindow_hu
-    from pipelines.survival.data import DecodedLabeller, default_segmenter_dir, load_segmenter, post_label_crops
+    from pipelines.survival.data import default_segmenter_dir, post_labeller
     from pipelines.worldmodel.evaluate import _truth_crop
     from pipelines.worldmodel.metrics import spearman
 
@@ -60,11 +60,10 @@ def counterfactual_plan_ranking(model: SurvivalModel, cohort_dir: str | os.PathL
     oracle = _oracle_table(cohort_dir)
     records = read_manifest(cohort_dir)
     patients = min(int(patients), len(records))
-    segmenter = None
-    if post_labels in ("segmented", "decoded"):
+    labeller = None
+    if post_labels != "true":
         seg_dir = Path(segmenter_dir).expanduser() if segmenter_dir is not None else default_segmenter_dir()
-        segmenter = (DecodedLabeller(seg_dir, crop) if post_labels == "decoded"
-                     else load_segmenter(seg_dir, crop)[0])
+        labeller, _ = post_labeller(post_labels, seg_dir, crop)
     voxel_ml = float(np.prod(crop.spacing)) / 1000.0
     report = resolve_progress(progress, "plan ranking", "plan")
     total, done, rows = patients * len(cohort.plans), 0, []
@@ -84,9 +83,8 @@ def counterfactual_plan_ranking(model: SurvivalModel, cohort_dir: str | os.PathL
             if report:
                 report(done, total, case.case_id)
         post = np.stack(posts)
-        labels = (post_label_crops(post_labels, segmenter, np.stack([pre_image] * len(post)), post,
-                                   np.stack([pre_labels] * len(post)), crop.spacing)
-                  if segmenter is not None else np.stack(post_truth))
+        labels = (labeller(np.stack([pre_image] * len(post)), post, np.stack([pre_labels] * len(post)))
+                  if labeller is not None else np.stack(post_truth))
         risk = np.array([model.predict(pre_hu, pre_labels, unwindow_hu(p)[None], lab[None], case.covariates, voxel_ml,
                                        plan=plan).log_risk[0]
                          for p, lab, plan in zip(post, labels, cohort.plans)])

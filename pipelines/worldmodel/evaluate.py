@@ -53,7 +53,7 @@ from pipelines.worldmodel.c2st import classifier_two_sample_test
 from pipelines.worldmodel.crops import CropConfig
 from pipelines.worldmodel.report import (command_line, display_path, machine_info, metric_entry,
                                          update_card_section, write_report)
-from pipelines.worldmodel.simulate import STRUCTURES, decode_and_segment
+from pipelines.worldmodel.simulate import STRUCTURES, decode_and_segment, segment_in_region
 from pipelines.worldmodel.weights import TRAIN_COMMANDS, load_world_model
 
 __all__ = ["TARGETS", "choose_plans", "evaluate_dynamics", "evaluate_segmentation"]
@@ -154,11 +154,8 @@ def _segmenter_ceiling(world, result, truth_crops) -> np.ndarray:
     Returns labels ``(P, X, Y, Z)``.
     """
     post = torch.stack([torch.as_tensor(tc.post_image).float() for tc in truth_crops])  # (P, 1, X, Y, Z)
-    with world.autocast():
-        predicted = torch.cat([world.segmenter.predict(post[s:s + world.max_batch])
-                               for s in range(0, len(post), world.max_batch)])
-    keep = torch.from_numpy(result.pre_labels.astype(np.int64))
-    return torch.where(torch.from_numpy(result.region), predicted, keep).numpy()
+    return torch.cat([segment_in_region(world, post[s:s + world.max_batch], result.pre_labels, result.region)
+                      for s in range(0, len(post), world.max_batch)]).numpy()
 
 
 def _ceiling_row(hu: np.ndarray, labels: np.ndarray, sharp_labels: np.ndarray, truth_labels: np.ndarray,
@@ -317,10 +314,10 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
                  "tumour, necrosis and Lipiodol volumes (ml), so sampled voxel texture does not count as a "
                  "difference"),
         "viable_change_spearman": metric_entry(
-            metrics.spearman([r["pred_viable_change_ml"] for r in pairs], true_change),
-            TARGETS["viable_change_spearman"], baseline=metrics.spearman([0.0] * len(pairs), true_change),
-            ceiling=metrics.spearman([r["ceiling_viable_change_ml"] for r in pairs], true_change),
-            segmenter_ceiling=metrics.spearman([r["segmenter_ceiling_viable_change_ml"] for r in pairs], true_change),
+            _spearman_of(pairs, "pred_viable_change_ml"), TARGETS["viable_change_spearman"],
+            baseline=metrics.spearman([0.0] * len(pairs), true_change),
+            ceiling=_spearman_of(pairs, "ceiling_viable_change_ml"),
+            segmenter_ceiling=_spearman_of(pairs, "segmenter_ceiling_viable_change_ml"),
             n_pairs=len(pairs), note="predicted (mean over samples) vs true viable-tumour change in the crop, ml; "
                                      "the baseline predicts no change (undefined correlation); ceiling: the true "
                                      "post crops through the autoencoder and segmenter; segmenter_ceiling: the "

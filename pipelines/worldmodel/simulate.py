@@ -47,8 +47,8 @@ from pipelines.worldmodel.regions import change_region, latent_masks
 from pipelines.worldmodel.weights import WorldModel
 
 __all__ = ["STRUCTURES", "EDGE_SIGMA_VOXELS", "DECODE_BATCH", "StructureSummary", "PlanSimulation", "PastedSample",
-           "SimulationResult", "simulate", "decode_and_segment", "parse_plans", "sample_noise", "crop_sizes",
-           "fitting_crop"]
+           "SimulationResult", "simulate", "decode_and_segment", "segment_in_region", "parse_plans", "sample_noise",
+           "crop_sizes", "fitting_crop"]
 
 # Structures whose volumes are reported: name -> label (`pipelines.volume.LABELS`).
 STRUCTURES: dict[str, int] = {"viable_tumour": LABELS["tumour"], "necrosis": LABELS["necrosis"],
@@ -358,6 +358,15 @@ def _denoise(world: WorldModel, pre_latent: torch.Tensor, masks: torch.Tensor, p
     return torch.cat(out), calls
 
 
+def segment_in_region(world: WorldModel, x: torch.Tensor, pre_labels: np.ndarray, region: np.ndarray) -> torch.Tensor:
+    """uint8 labels ``(B, X, Y, Z)`` of windowed crops ``x`` ``(B, 1, X, Y, Z)``: the segmenter's inside the change
+    ``region``, the ``pre_labels`` outside it (how every simulated crop is labelled)."""
+    with world.autocast():
+        predicted = world.segmenter.predict(x)
+    return torch.where(torch.from_numpy(region), predicted,
+                       torch.from_numpy(pre_labels.astype(np.int64))).to(torch.uint8)
+
+
 def decode_and_segment(world: WorldModel, latents: torch.Tensor, pre: torch.Tensor, pre_labels: np.ndarray,
                        region: np.ndarray, timings: dict[str, float] | None = None,
                        report=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -377,8 +386,6 @@ def decode_and_segment(world: WorldModel, latents: torch.Tensor, pre: torch.Tens
     """
     weight = torch.from_numpy((ndimage.gaussian_filter(region.astype(np.float32), EDGE_SIGMA_VOXELS) * region)
                               .astype(np.float32))
-    region_t = torch.from_numpy(region)
-    pre_labels_t = torch.from_numpy(pre_labels.astype(np.int64))
     timings = {} if timings is None else timings
     timings.setdefault("decode", 0.0)
     timings.setdefault("segment", 0.0)
@@ -389,9 +396,7 @@ def decode_and_segment(world: WorldModel, latents: torch.Tensor, pre: torch.Tens
             x = world.autoencoder.decode(latents[s:s + DECODE_BATCH]).float().clamp(-1.0, 1.0)
         x = pre + weight * (x - pre)
         t1 = time.perf_counter()
-        with world.autocast():
-            predicted = world.segmenter.predict(x)
-        labels.append(torch.where(region_t, predicted, pre_labels_t).to(torch.uint8))
+        labels.append(segment_in_region(world, x, pre_labels, region))
         decoded.append(x[:, 0])
         timings["decode"] += t1 - t0
         timings["segment"] += time.perf_counter() - t1

@@ -83,7 +83,8 @@ def _pair_row(case_id: str, plan, sim, truth_hu: np.ndarray, truth_labels: np.nd
     pre_viable = metrics.viable_volume_ml(pre_labels, voxel_ml)
     true_change = metrics.viable_volume_ml(truth_labels, voxel_ml) - pre_viable
     true_lip = truth_labels == LABELS["lipiodol"]
-    has_lipiodol = "Lipiodol" in plan_parts(plan)[1]
+    embolics = plan_parts(plan)[1]
+    has_lipiodol = "Lipiodol" in embolics
     true_mean, true_sd = metrics.hu_mean_sd(truth_hu, region)
     pred_stats = np.array([metrics.hu_mean_sd(h, region) for h in sim.crops_hu])
     pre_mean, pre_sd = metrics.hu_mean_sd(pre_hu, region)
@@ -93,6 +94,10 @@ def _pair_row(case_id: str, plan, sim, truth_hu: np.ndarray, truth_labels: np.nd
         "pred_viable_change_ml": float(np.mean(sim.changes["viable_tumour"])),
         "pred_viable_change_sd_ml": float(np.std(sim.changes["viable_tumour"], ddof=1)) if len(sim.crops_hu) > 1
         else float("nan"),
+        "embolics": " + ".join(sorted(embolics)) or "none",
+        "true_necrosis_change_ml": metrics.label_volume_ml(truth_labels, LABELS["necrosis"], voxel_ml)
+        - metrics.label_volume_ml(pre_labels, LABELS["necrosis"], voxel_ml),
+        "pred_necrosis_change_ml": float(np.mean(sim.changes["necrosis"])),
         "has_lipiodol": has_lipiodol,
         "lipiodol_dice": (metrics.mean_finite(metrics.dice(lab == LABELS["lipiodol"], true_lip) for lab in sim.labels)
                           .mean if has_lipiodol else float("nan")),
@@ -105,6 +110,28 @@ def _pair_row(case_id: str, plan, sim, truth_hu: np.ndarray, truth_labels: np.nd
         "pred_hu_mean": float(pred_stats[:, 0].mean()), "pred_hu_sd": float(pred_stats[:, 1].mean()),
         "baseline_hu_mean": pre_mean, "baseline_hu_sd": pre_sd,
     }
+
+
+BIAS_FIGURES = (("viable", "viable_change_ml"), ("necrosis", "necrosis_change_ml"), ("lipiodol", "lipiodol_ml"))
+BIAS_SOURCES = (("true", "true_"), ("sharp", "segmenter_ceiling_"), ("autoencoder", "ceiling_"), ("pred", "pred_"))
+
+
+def bias_by_embolics(pairs: list[dict]) -> list[dict[str, Any]]:
+    """Per embolic combination of the plans: the number of pairs, then the mean viable change, necrosis change and
+    Lipiodol volume (ml) of the truth, the segmenter ceiling (sharp true post crops), the autoencoder ceiling and
+    the simulation, and the simulation's viable-change Spearman. A kind of plan whose simulated outcome is too good
+    or too bad pulls the plan search toward or away from it; the ceilings tell whether the measurement or the
+    dynamics model is biased."""
+    rows = []
+    for name in sorted({r["embolics"] for r in pairs}):
+        group = [r for r in pairs if r["embolics"] == name]
+        row: dict[str, Any] = {"embolics": name, "pairs": len(group)}
+        for short, key in BIAS_FIGURES:
+            for source, prefix in BIAS_SOURCES:
+                row[f"{source}_{short}_ml"] = _mean_of(group, f"{prefix}{key}")
+        row["viable_spearman"] = _spearman_of(group, "pred_viable_change_ml")
+        rows.append(row)
+    return rows
 
 
 def _masked(hu: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -164,8 +191,13 @@ def _ceiling_row(hu: np.ndarray, labels: np.ndarray, sharp_labels: np.ndarray, t
     (`_segmenter_ceiling`, ``sharp_labels``)."""
     mean, sd = metrics.hu_mean_sd(hu, region)
     pre_viable = metrics.viable_volume_ml(pre_labels, voxel_ml)
+    pre_necrosis = metrics.label_volume_ml(pre_labels, LABELS["necrosis"], voxel_ml)
     return {"ceiling_viable_change_ml": metrics.viable_volume_ml(labels, voxel_ml) - pre_viable,
             "segmenter_ceiling_viable_change_ml": metrics.viable_volume_ml(sharp_labels, voxel_ml) - pre_viable,
+            "ceiling_necrosis_change_ml": metrics.label_volume_ml(labels, LABELS["necrosis"], voxel_ml) - pre_necrosis,
+            "segmenter_ceiling_necrosis_change_ml": metrics.label_volume_ml(sharp_labels, LABELS["necrosis"], voxel_ml)
+            - pre_necrosis,
+            "segmenter_ceiling_lipiodol_ml": metrics.label_volume_ml(sharp_labels, LABELS["lipiodol"], voxel_ml),
             "ceiling_lipiodol_dice": (metrics.dice(labels == LABELS["lipiodol"], truth_labels == LABELS["lipiodol"])
                                       if has_lipiodol else float("nan")),
             "ceiling_lipiodol_ml": metrics.label_volume_ml(labels, LABELS["lipiodol"], voxel_ml),
@@ -385,7 +417,8 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
                    "clinical_fields": list(world.dynamics.config.get("clinical_fields") or []),
                    "c2st_epochs": c2st_epochs, "crop": world.crop.to_dict(),
                    "max_crop_voxels": world.max_crop_voxels, "change_margin_mm": world.change_margin_mm},
-        "machine": machine_info(), "metrics": m, "pairs": pairs, "skipped": skipped, "timing_s": seconds,
+        "machine": machine_info(), "metrics": m, "bias_by_embolics": bias_by_embolics(pairs), "pairs": pairs,
+        "skipped": skipped, "timing_s": seconds,
     }
     out = Path(out) if out is not None else world.weights_dir / "dynamics" / "evaluation.json"
     write_report(report, out)
@@ -486,6 +519,10 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _fmt_ml(value: Any) -> str:
+    return "n/a" if value is None or value != value else f"{value:.1f}"
+
+
 def _card_text(report: dict[str, Any], out: Path) -> str:
     """Markdown of a report: the table of metrics (value, target, pass, baseline), command, cohort, machine."""
     machine = report["machine"]
@@ -531,4 +568,15 @@ def _card_text(report: dict[str, Any], out: Path) -> str:
     if report.get("skipped"):
         lines.append(f"- Skipped: {len(report['skipped'])} patient(s) whose lesion does not fit the largest allowed "
                      "crop")
+    if report.get("bias_by_embolics"):
+        lines += ["", "By the plans' embolics (mean over pairs, ml: true / segmenter ceiling / autoencoder ceiling / "
+                      "simulated): a kind of plan whose simulated outcome is too good or too bad pulls the plan "
+                      "search toward or away from it; the ceilings tell whether the measurement or the dynamics model "
+                      "is biased.", "",
+                  "| embolics | pairs | viable change | necrosis change | Lipiodol | viable Spearman (simulated) |",
+                  "|---|---|---|---|---|---|"]
+        for r in report["bias_by_embolics"]:
+            lines.append(f"| {r['embolics']} | {r['pairs']} | " + " | ".join(
+                " / ".join(_fmt_ml(r.get(f"{source}_{k}_ml")) for source, _ in BIAS_SOURCES) for k, _ in BIAS_FIGURES)
+                + f" | {_fmt(r['viable_spearman'])} |")
     return "\n".join(lines)

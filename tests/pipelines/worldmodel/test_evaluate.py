@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -404,6 +405,26 @@ def test_false_lipiodol_is_the_lipiodol_found_under_plans_without_it(dynamics_re
     assert entry["true"] == pytest.approx(np.mean([r["true_lipiodol_ml"] for r in rows]))
     assert entry["ceiling"] == pytest.approx(np.mean([r["ceiling_lipiodol_ml"] for r in rows]))
     assert entry["with_lipiodol_ml"] == pytest.approx(np.mean([r["pred_lipiodol_ml"] for r in with_rows]))
+
+
+def test_bias_by_embolics_groups_the_pairs_by_the_plans_embolics(dynamics_report):
+    """The table that shows a kind of plan simulated too well or too badly: one row per embolic combination of
+    the evaluated plans, whose means are those of its pairs (truth, both ceilings, simulation), in the card too."""
+    pairs, rows = dynamics_report["pairs"], dynamics_report["bias_by_embolics"]
+    assert sorted(r["embolics"] for r in rows) == sorted({p["embolics"] for p in pairs})
+    assert sum(r["pairs"] for r in rows) == len(pairs)
+    for row in rows:
+        group = [p for p in pairs if p["embolics"] == row["embolics"]]
+        assert all(("Lipiodol" in p["embolics"]) == p["has_lipiodol"] for p in group)
+        for key, field in (("true_necrosis_ml", "true_necrosis_change_ml"),
+                           ("pred_necrosis_ml", "pred_necrosis_change_ml"),
+                           ("sharp_viable_ml", "segmenter_ceiling_viable_change_ml"),
+                           ("autoencoder_lipiodol_ml", "ceiling_lipiodol_ml")):
+            assert row[key] == pytest.approx(np.mean([p[field] for p in group]))
+    from pipelines.worldmodel.evaluate import _card_text
+
+    card = _card_text(dynamics_report, Path("evaluation.json"))
+    assert "| embolics | pairs |" in card and f"| {rows[0]['embolics']} | {rows[0]['pairs']} |" in card
 
 
 def test_within_patient_spearman_orders_each_patients_plans():

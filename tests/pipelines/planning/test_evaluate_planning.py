@@ -13,7 +13,7 @@ from models.plan import Plan
 from pipelines.cohort.plan_space import cohort_plan_space
 from pipelines.manifest import ManifestRecord
 from pipelines.planning.baselines import PreTreatmentCox, nearest_candidate
-from pipelines.planning.evaluate import pick_metrics, summarise
+from pipelines.planning.evaluate import by_crop, pick_metrics, summarise
 
 from planning_helpers import write_tiny_weights
 
@@ -49,6 +49,11 @@ def test_nearest_candidate_and_summary():
     assert s["regret_months"]["median"] == pytest.approx(2.0)
     lo, hi = s["f1"]["ci95"]
     assert 0.5 <= lo <= 0.75 <= hi <= 1.0
+    for row, flag in zip(rows, (False, True)):
+        row["enlarged_crop"] = flag
+    groups = by_crop(rows + [{"methods": rows[0]["methods"]}])  # a row from before the flag existed: in neither
+    assert groups["training_crop"]["patients"] == groups["enlarged_crop"]["patients"] == 1
+    assert groups["enlarged_crop"]["methods"]["random"]["f1"]["mean"] == pytest.approx(1.0)
 
 
 def _train_records(n: int = 40) -> list[ManifestRecord]:
@@ -112,6 +117,11 @@ def test_eval_planning_cli_end_to_end_and_resume(tiny_setup, tmp_path, capsys):
         assert s["n"] == report["patients_scored"] and 0.0 <= s["f1"]["mean"] <= 1.0
         assert s["regret_months"]["mean"] >= 0.0
     assert set(report["metrics"]) == {"world_model_f1", "f1_margin_over_guideline", "f1_margin_over_random"}
+    crops = report["by_crop"]  # every scored patient falls in one crop group, whose summary is its own
+    assert crops["training_crop"]["patients"] + crops["enlarged_crop"]["patients"] == report["patients_scored"]
+    for group in crops.values():
+        if group["patients"]:
+            assert group["methods"]["world_model"]["n"] == group["patients"]
     # a second run reuses every per-patient row (same settings) and gives the same report
     assert main(argv) == 0
     again = json.loads(out.read_text())

@@ -23,20 +23,30 @@ class CropSegmenter(nn.Module):
         filters: feature channels per level.
         num_classes: output classes (5 for the MeWM label convention).
         spatial_dims: 3 for volumes.
+        norm: ``"instance"`` (DynUNet's default: each crop's features normalised by their own mean and variance,
+            which removes the crop's absolute intensity: the network then barely sees an HU shift of the whole
+            crop) or ``"batch"`` (running statistics at inference: absolute HU, the CT's own scale, stays visible,
+            so a lesion filling most of the field can be told from liver by its attenuation).
     """
 
+    NORMS = {"instance": ("INSTANCE", {"affine": True}), "batch": ("BATCH", {})}
+
     def __init__(self, filters: Sequence[int] = (16, 32, 64, 128), num_classes: int = 5,
-                 spatial_dims: int = 3) -> None:
+                 spatial_dims: int = 3, norm: str = "instance") -> None:
         super().__init__()
         filters = tuple(int(f) for f in filters)
         if len(filters) < 3:
             raise ValueError(f"CropSegmenter expects at least 3 filter levels (DynUNet), got filters={filters}.")
         if num_classes < 2:
             raise ValueError(f"CropSegmenter expects num_classes >= 2, got {num_classes}.")
-        self.config = {"filters": list(filters), "num_classes": int(num_classes), "spatial_dims": int(spatial_dims)}
+        if norm not in self.NORMS:
+            raise ValueError(f"CropSegmenter norm must be one of {', '.join(self.NORMS)}, got {norm!r}.")
+        self.config = {"filters": list(filters), "num_classes": int(num_classes), "spatial_dims": int(spatial_dims),
+                       "norm": norm}
         n = len(filters)
         self.net = DynUNet(spatial_dims, 1, num_classes, kernel_size=[3] * n, strides=[1] + [2] * (n - 1),
-                           upsample_kernel_size=[2] * (n - 1), filters=list(filters), res_block=True)
+                           upsample_kernel_size=[2] * (n - 1), filters=list(filters), res_block=True,
+                           norm_name=self.NORMS[norm])
 
     @property
     def divisor(self) -> int:

@@ -81,7 +81,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("--reconstructed-fraction needs --autoencoder DIR (whose reconstructions to train on).")
         fraction = train.RECONSTRUCTED_FRACTION if args.reconstructed_fraction is None else args.reconstructed_fraction
         report = train.train_segmentation(args.manifest, args.out, autoencoder_dir=args.autoencoder,
-                                          reconstructed_fraction=fraction, **common)
+                                          reconstructed_fraction=fraction,
+                                          model_config={**train.MODEL_CONFIGS["segmentation"], "norm": args.norm},
+                                          **common)
     else:
         if args.autoencoder:
             raise ConfigError(f"--autoencoder is for `mewm train dynamics|segmentation` only, not {args.model}.")
@@ -222,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
             tr.add_argument("--reconstructed-fraction", type=float,
                             help="share of training crops replaced by their autoencoder reconstruction "
                                  "(with --autoencoder; default worldmodel.train.RECONSTRUCTED_FRACTION = 0.5)")
+            tr.add_argument("--norm", choices=("instance", "batch"), default="instance",
+                            help="the segmenter's normalisation: instance (default) or batch (keeps absolute HU "
+                                 "visible; --init-from an instance-norm checkpoint carries its weights over)")
         tr.add_argument("--steps", type=int, help="optimiser steps (default per model: worldmodel.train.DEFAULTS)")
         tr.add_argument("--batch-size", type=int, help="batch size (default per model)")
         tr.add_argument("--lr", type=float, help="learning rate (default per model)")
@@ -236,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         tr.add_argument("--init-from", help=f"fine-tune this {model} checkpoint (e.g. models/weights/{model}); "
                         "same network config and crops; default lr lowered (worldmodel.train.FINE_TUNE_LR)")
         tr.set_defaults(func=_cmd_train, model=model, init_from=None, reconstructed_fraction=None,
-                        clinical_fields=None)
+                        clinical_fields=None, norm="instance")
 
     sim = sub.add_parser("simulate", help="simulate the post-TACE tumour of a case under one or more plans")
     sim.add_argument("--case", required=True,

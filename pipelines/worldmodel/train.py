@@ -56,6 +56,8 @@ DEFAULTS = {
     "segmentation": {"steps": 1200, "batch_size": 2, "lr": 1e-3},
     "dynamics": {"steps": 3000, "batch_size": 16, "lr": 2e-4},
 }
+# Buffers a batch-norm network has and an instance-norm one lacks (`_init_from` ``convertible``).
+NORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 # Default lr when fine-tuning a trained checkpoint (`init_from`): a fifth of the from-scratch lr, so the first steps
 # on a new cohort adjust the weights rather than overwrite them.
 FINE_TUNE_LR = {"autoencoder": 2e-4, "segmentation": 2e-4, "dynamics": 4e-5}
@@ -126,12 +128,16 @@ def _geometry(crop: dict[str, Any]) -> str:
 
 
 def _init_from(kind: str, directory: str | os.PathLike, build, config: dict[str, Any], crop: dict[str, Any],
-               manifest, more: dict[str, tuple[Any, Any, str]] | None = None) -> tuple[dict, dict[str, Any]]:
+               manifest, more: dict[str, tuple[Any, Any, str]] | None = None,
+               convertible: tuple[str, ...] = ()) -> tuple[dict, dict[str, Any]]:
     """The weights (state dict) a fine-tuning run starts from, and what the card records of them.
 
     The checkpoint in ``directory`` must be of ``kind`` and made with the run's network ``config`` and ``crop``
     geometry (a different network cannot take its weights; other crops would change what the weights mean).
-    ``more``: further ``name: (checkpoint value, run value, what to do)`` that must agree.
+    ``more``: further ``name: (checkpoint value, run value, what to do)`` that must agree. ``convertible``: config
+    keys that may differ because the weights carry over (the segmenter's ``norm``: instance-norm weights start a
+    batch-norm network, whose running statistics are then learnt): the weights load into the run's network, and only
+    normalisation buffers may be missing.
 
     Raises:
         CheckpointNotFoundError: no usable ``kind`` checkpoint there.
@@ -139,9 +145,13 @@ def _init_from(kind: str, directory: str | os.PathLike, build, config: dict[str,
     """
     command = f"mewm train {kind} --manifest {display_path(manifest)} --out {display_path(directory)}"
     meta = read_checkpoint_meta(directory, kind=kind, command=command)
-    with torch.random.fork_rng(devices=[]):  # a throw-away build for the normalised config; RNG untouched
+    with torch.random.fork_rng(devices=[]):  # throw-away builds for the normalised configs; RNG untouched
         run_config = json.loads(json.dumps(build(config).config))
-    if meta.config != run_config:
+        saved_config = json.loads(json.dumps(build(meta.config).config))  # older checkpoints omit defaults
+    converted = {k: (saved_config.get(k), run_config.get(k)) for k in convertible
+                 if saved_config.get(k) != run_config.get(k)}
+    if {k: v for k, v in saved_config.items() if k not in converted} != {
+            k: v for k, v in run_config.items() if k not in converted}:
         raise ConfigError(f"--init-from {display_path(directory)}: its {kind} network config {json.dumps(meta.config)} "
                           f"differs from this run's {json.dumps(run_config)}. Fine-tune with the same network config "
                           "as the checkpoint, or train from scratch without --init-from.")
@@ -155,10 +165,21 @@ def _init_from(kind: str, directory: str | os.PathLike, build, config: dict[str,
             raise ConfigError(f"--init-from {display_path(directory)}: its {name} is {theirs!r}, this run's is "
                               f"{ours!r}. {fix}")
     model, _ = load_checkpoint(directory, kind=kind, build=build, command=command)
+    state = model.state_dict()
     info = {"dir": display_path(directory),
             "weights_sha256": hashlib.sha256((Path(directory) / "model.pt").read_bytes()).hexdigest(),
             "trained_on": (meta.extra.get("data") or {}).get("manifest")}
-    return model.state_dict(), info
+    if converted:
+        with torch.random.fork_rng(devices=[]):
+            target = build(config)
+        result = target.load_state_dict(state, strict=False)
+        if result.unexpected_keys or any(not k.endswith(NORM_BUFFERS) for k in result.missing_keys):
+            raise ConfigError(f"--init-from {display_path(directory)}: its weights do not carry over to this run's "
+                              f"network ({', '.join(f'{k} {a!r} -> {b!r}' for k, (a, b) in converted.items())}): "
+                              f"missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}.")
+        state = target.state_dict()
+        info["converted"] = {k: list(v) for k, v in converted.items()}
+    return state, info
 
 
 def _started(model: torch.nn.Module, state: dict | None) -> torch.nn.Module:
@@ -364,7 +385,8 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
     start, init = None, None
     if init_from is not None:
         start, init = _init_from("segmentation", init_from, lambda c: CropSegmenter(**c), config,
-                                 {"spacing": list(crop.spacing), "size": list(crop.crop_size)}, manifest)
+                                 {"spacing": list(crop.spacing), "size": list(crop.crop_size)}, manifest,
+                                 convertible=("norm",))
     recon_info, autoencoder = None, None
     if autoencoder_dir is not None:
         if not 0.0 <= reconstructed_fraction <= 1.0:
@@ -404,6 +426,8 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
                        autoencoder=autoencoder_dir)
     if recon_info is not None:
         command += f" --reconstructed-fraction {reconstructed_fraction:g}"
+    if config.get("norm", "instance") != "instance":
+        command += f" --norm {config['norm']}"
     more = {"init_from": init["weights_sha256"]} if init else {}
     if recon_info is not None:
         more["reconstructions"] = recon_info

@@ -107,6 +107,18 @@ def test_segmenter_shapes_and_levels():
         seg(torch.zeros(1, 1, 18, 16, 16))
 
 
+def test_segmenter_norm_option_builds_that_normalisation():
+    """Instance norm (the default, as older checkpoints were built) or batch norm (running statistics at inference,
+    so the crop's absolute attenuation is not normalised away); anything else is refused."""
+    kinds = {norm: {type(m) for m in CropSegmenter(filters=(4, 8, 8), norm=norm).modules()
+                    if isinstance(m, (torch.nn.InstanceNorm3d, torch.nn.BatchNorm3d))}
+             for norm in ("instance", "batch")}
+    assert kinds == {"instance": {torch.nn.InstanceNorm3d}, "batch": {torch.nn.BatchNorm3d}}
+    assert CropSegmenter(filters=(4, 8, 8)).config["norm"] == "instance"
+    with pytest.raises(ValueError, match="norm must be one of instance, batch"):
+        CropSegmenter(filters=(4, 8, 8), norm="group")
+
+
 def _build_dyn(cfg):
     return TumourDynamicsModel(**cfg)
 

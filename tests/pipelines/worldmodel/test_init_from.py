@@ -130,3 +130,19 @@ def test_autoencoder_trains_on_from_its_checkpoint(cohort, autoencoder, tmp_path
     with pytest.raises(ConfigError, match="network config"):
         train_autoencoder(cohort, tmp_path / "ae2", steps=1, init_from=autoencoder,
                           **{**kw, "model_config": {**TINY_AE, "latent_channels": 3}})
+
+
+def test_a_batch_norm_segmenter_starts_from_instance_norm_weights(cohort, pretrained, tmp_path):
+    """`--norm batch --init-from` an instance-norm checkpoint: every weight carries over (only the running
+    statistics are new), and the checkpoint, its config and the card's command say so."""
+    start, _ = _weights(pretrained)
+    tuned = _segment(cohort, tmp_path / "tuned", init_from=pretrained, lr=1e-12,
+                     model_config={**TINY_SEG, "norm": "batch"})
+    after, meta = _weights(tuned.out)
+    assert meta.config["norm"] == "batch" and meta.extra["init_from"]["converted"] == {"norm": ["instance", "batch"]}
+    assert all(torch.allclose(after[k], start[k], atol=1e-6) for k in start)
+    new = set(after) - set(start)
+    assert new and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in new)
+    assert "--norm batch" in (tuned.out / "MODEL_CARD.md").read_text()
+    with pytest.raises(ConfigError, match="network config"):  # norm converts; other config keys still must agree
+        _segment(cohort, tmp_path / "x", init_from=pretrained, model_config={"filters": [4, 8, 8], "norm": "batch"})

@@ -193,7 +193,10 @@ def _start_line(init: dict[str, Any] | None, seed: int) -> str:
     if init is None:
         return f"seeded random weights (seed {seed})"
     trained_on = f", trained on `{init['trained_on']}`" if init.get("trained_on") else ""
-    return (f"fine-tuned from `{init['dir']}` (weights sha256 {init['weights_sha256'][:16]}…{trained_on})")
+    converted = "".join(f"; {key} {a} → {b}: every weight carried over, the running statistics learnt here"
+                        for key, (a, b) in (init.get("converted") or {}).items())
+    return (f"fine-tuned from `{init['dir']}` (weights sha256 {init['weights_sha256'][:16]}…{trained_on}"
+            f"{converted})")
 
 
 MODEL_CARD = """# MeWM Workbench {kind} model

@@ -143,6 +143,7 @@ def test_a_batch_norm_segmenter_starts_from_instance_norm_weights(cohort, pretra
     assert all(torch.allclose(after[k], start[k], atol=1e-6) for k in start)
     new = set(after) - set(start)
     assert new and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in new)
-    assert "--norm batch" in (tuned.out / "MODEL_CARD.md").read_text()
+    card = (tuned.out / "MODEL_CARD.md").read_text()
+    assert "--norm batch" in card and "norm instance → batch: every weight carried over" in card
     with pytest.raises(ConfigError, match="network config"):  # norm converts; other config keys still must agree
         _segment(cohort, tmp_path / "x", init_from=pretrained, model_config={"filters": [4, 8, 8], "norm": "batch"})

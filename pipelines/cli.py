@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         tr.add_argument("--init-from", help=f"fine-tune this {model} checkpoint (e.g. models/weights/{model}); "
                         "same network config and crops; default lr lowered (worldmodel.train.FINE_TUNE_LR)")
         tr.set_defaults(func=_cmd_train, model=model, init_from=None, reconstructed_fraction=None,
-                        clinical_fields=None, norm="instance")
+                        clinical_fields=None)
 
     sim = sub.add_parser("simulate", help="simulate the post-TACE tumour of a case under one or more plans")
     sim.add_argument("--case", required=True,

@@ -87,7 +87,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         if args.autoencoder:
             raise ConfigError(f"--autoencoder is for `mewm train dynamics|segmentation` only, not {args.model}.")
-        report = train.train_autoencoder(args.manifest, args.out, **common)
+        decoder = {}
+        if args.decoder_channels:
+            try:
+                decoder["decoder_channels"] = [int(c) for c in args.decoder_channels.split(",")]
+            except ValueError:
+                raise ConfigError(f"--decoder-channels takes comma-separated integers (e.g. 16,48,64), got "
+                                  f"{args.decoder_channels!r}.") from None
+        if args.decoder_res_blocks is not None:
+            decoder["decoder_num_res_blocks"] = args.decoder_res_blocks
+        if decoder and not args.decoder_only:
+            raise ConfigError("--decoder-channels / --decoder-res-blocks need --decoder-only (a new decoder on the "
+                              "latents of --init-from).")
+        report = train.train_autoencoder(args.manifest, args.out, decoder_only=args.decoder_only,
+                                         tumour_weight=args.tumour_weight,
+                                         model_config={**train.MODEL_CONFIGS["autoencoder"], **decoder}, **common)
     print(report.summary())
     return 0
 
@@ -227,6 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
             tr.add_argument("--norm", choices=("instance", "batch"), default="instance",
                             help="the segmenter's normalisation: instance (default) or batch (keeps absolute HU "
                                  "visible; --init-from an instance-norm checkpoint carries its weights over)")
+        if model == "autoencoder":
+            tr.add_argument("--decoder-only", action="store_true",
+                            help="train only the decoder of --init-from: the encoder and latents stay frozen, so "
+                                 "dynamics models trained on them stay valid")
+            tr.add_argument("--decoder-channels", help="with --decoder-only: a wider decoder, channels per level "
+                            "(comma-separated, as many levels as the encoder; e.g. 16,48,64)")
+            tr.add_argument("--decoder-res-blocks", type=int,
+                            help="with --decoder-only: residual blocks per decoder level")
+            tr.add_argument("--tumour-weight", type=float, default=1.0,
+                            help="L1 weight of the tumour (grown by 2 voxels) relative to the rest (default 1)")
         tr.add_argument("--steps", type=int, help="optimiser steps (default per model: worldmodel.train.DEFAULTS)")
         tr.add_argument("--batch-size", type=int, help="batch size (default per model)")
         tr.add_argument("--lr", type=float, help="learning rate (default per model)")

@@ -324,6 +324,14 @@ class AutoencoderCrops(_CropTensors):
         x = self.images[self._pick(batch_size, generator)]
         return random_flips([x], generator)[0] if augment else x
 
+    def sample_labelled_batch(self, batch_size: int, generator: torch.Generator,
+                              augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """`sample_batch` with the crops' labels ``(batch_size, 1, X, Y, Z)`` int64, flipped alike (the same draws
+        of ``generator`` pick the crops)."""
+        idx = self._pick(batch_size, generator)
+        x, y = self.images[idx], self.labels[idx].long()
+        return tuple(random_flips([x, y], generator)) if augment else (x, y)
+
     def all_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         for s in range(0, len(self), batch_size):
             yield self.images[s:s + batch_size]

@@ -41,7 +41,7 @@ from pipelines.training import (LoopSettings, TrainReport, model_device, resolve
 from pipelines.volume import LABELS
 from pipelines.worldmodel.crops import (AutoencoderCrops, CropCache, CropConfig, LatentPairs, SegmentationCrops,
                                         autoencoder_reconstructions, build_crop_cache)
-from pipelines.worldmodel.regions import DEFAULT_CHANGE_MARGIN_MM
+from pipelines.worldmodel.regions import DEFAULT_CHANGE_MARGIN_MM, TUMOUR_LABELS
 from pipelines.worldmodel.report import display_path
 
 __all__ = ["DEFAULTS", "FINE_TUNE_LR", "MODEL_CONFIGS", "DEFAULT_CROP", "DDPM_SCHEDULER", "KL_WEIGHT",
@@ -72,6 +72,10 @@ RECONSTRUCTED_FRACTION = 0.5
 DDPM_SCHEDULER = {"name": "DDPMScheduler", "num_train_timesteps": 1000, "schedule": "scaled_linear_beta",
                   "beta_start": 0.0015, "beta_end": 0.0195, "prediction_type": "epsilon"}
 VAL_BATCH = 4
+# `train_autoencoder` ``decoder_only``: the weights that learn (the rest decides the latents and stays frozen).
+DECODER_PREFIXES = ("net.decoder.", "net.post_quant_conv.")
+# `train_autoencoder` ``tumour_weight``: the weighted region is the tumour grown by this many voxels (2 mm each).
+TUMOUR_WEIGHT_DILATION = 2
 LIMITATIONS = ("Trained on the synthetic virtual cohort only; not validated on real CT; research use only. "
                "Not for clinical use.")
 
@@ -129,7 +133,8 @@ def _geometry(crop: dict[str, Any]) -> str:
 
 def _init_from(kind: str, directory: str | os.PathLike, build, config: dict[str, Any], crop: dict[str, Any],
                manifest, more: dict[str, tuple[Any, Any, str]] | None = None,
-               convertible: tuple[str, ...] = ()) -> tuple[dict, dict[str, Any]]:
+               convertible: tuple[str, ...] = (), compare: tuple[str, ...] | None = None,
+               fresh: tuple[str, ...] = ()) -> tuple[dict, dict[str, Any]]:
     """The weights (state dict) a fine-tuning run starts from, and what the card records of them.
 
     The checkpoint in ``directory`` must be of ``kind`` and made with the run's network ``config`` and ``crop``
@@ -137,7 +142,10 @@ def _init_from(kind: str, directory: str | os.PathLike, build, config: dict[str,
     ``more``: further ``name: (checkpoint value, run value, what to do)`` that must agree. ``convertible``: config
     keys that may differ because the weights carry over (the segmenter's ``norm``: instance-norm weights start a
     batch-norm network, whose running statistics are then learnt): the weights load into the run's network, and only
-    normalisation buffers may be missing.
+    normalisation buffers may be missing. ``compare``: only these config keys must agree (the autoencoder's
+    `CropAutoencoder.ENCODER_KEYS` for a new decoder on the same latents); ``fresh``: state-dict prefixes of the run's
+    network that start from its own (seeded) initialisation where the checkpoint's weights do not fit (another
+    decoder width); every other weight must carry over.
 
     Raises:
         CheckpointNotFoundError: no usable ``kind`` checkpoint there.
@@ -150,8 +158,8 @@ def _init_from(kind: str, directory: str | os.PathLike, build, config: dict[str,
         saved_config = json.loads(json.dumps(build(meta.config).config))  # older checkpoints omit defaults
     converted = {k: (saved_config.get(k), run_config.get(k)) for k in convertible
                  if saved_config.get(k) != run_config.get(k)}
-    if {k: v for k, v in saved_config.items() if k not in converted} != {
-            k: v for k, v in run_config.items() if k not in converted}:
+    kept = (lambda k: k not in converted) if compare is None else (lambda k: k in compare)
+    if {k: v for k, v in saved_config.items() if kept(k)} != {k: v for k, v in run_config.items() if kept(k)}:
         raise ConfigError(f"--init-from {display_path(directory)}: its {kind} network config {json.dumps(meta.config)} "
                           f"differs from this run's {json.dumps(run_config)}. Fine-tune with the same network config "
                           "as the checkpoint, or train from scratch without --init-from.")
@@ -179,13 +187,38 @@ def _init_from(kind: str, directory: str | os.PathLike, build, config: dict[str,
                               f"missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}.")
         state = target.state_dict()
         info["converted"] = {k: list(v) for k, v in converted.items()}
+    if fresh:
+        state, info["fresh"] = _carry_over(state, build, config, fresh, directory)
     return state, info
 
 
-def _started(model: torch.nn.Module, state: dict | None) -> torch.nn.Module:
-    """``model`` with the fine-tuning start weights loaded (as built when ``state`` is None)."""
+def _carry_over(saved: dict, build, config: dict[str, Any], fresh: tuple[str, ...],
+                directory: str | os.PathLike) -> tuple[dict, list[str]]:
+    """The weights of ``saved`` that fit the run's network, and the ``fresh`` prefixes left out because theirs do not
+    (missing or another shape): those start from the run's seeded initialisation (`_started` with ``partial``)."""
+    with torch.random.fork_rng(devices=[]):
+        target = build(config).state_dict()
+    kept, started = {}, set()
+    for key, value in target.items():
+        theirs = saved.get(key)
+        if theirs is not None and theirs.shape == value.shape:
+            kept[key] = theirs
+        elif key.startswith(fresh):
+            started.add(next(p for p in fresh if key.startswith(p)))
+        else:
+            raise ConfigError(f"--init-from {display_path(directory)}: its weights lack {key} (or shape it "
+                              f"differently), which only the {', '.join(fresh)} weights may.")
+    return kept, sorted(started)
+
+
+def _started(model: torch.nn.Module, state: dict | None, partial: tuple[str, ...] = ()) -> torch.nn.Module:
+    """``model`` with the fine-tuning start weights loaded (as built when ``state`` is None). ``partial``: prefixes
+    whose weights ``state`` may lack (they keep the seeded initialisation); every other weight must be there."""
     if state is not None:
-        model.load_state_dict(state, strict=True)
+        result = model.load_state_dict(state, strict=not partial)
+        missing = [k for k in result.missing_keys if not k.startswith(partial)] if partial else []
+        if missing or (partial and result.unexpected_keys):
+            raise ConfigError(f"The start weights lack {missing[:3]} or carry unknown {result.unexpected_keys[:3]}.")
     return model
 
 
@@ -270,12 +303,31 @@ def _kl(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return kl.flatten(1).sum(1).mean()
 
 
+def _tumour_weights(labels: torch.Tensor, weight: float, dilate: int = TUMOUR_WEIGHT_DILATION) -> torch.Tensor:
+    """Per-voxel loss weights ``(B, 1, *S)``: ``weight`` in the tumour (viable, necrosis, Lipiodol) grown by
+    ``dilate`` voxels, 1 elsewhere, normalised to mean 1 per crop (so the loss keeps its scale)."""
+    tumour = torch.isin(labels, torch.tensor(TUMOUR_LABELS, device=labels.device)).float()
+    if dilate:
+        tumour = F.max_pool3d(tumour, 2 * dilate + 1, stride=1, padding=dilate)
+    w = 1.0 + (weight - 1.0) * tumour
+    return w / w.flatten(1).mean(1).view(-1, *([1] * (w.ndim - 1)))
+
+
+def _freeze_encoder(model: torch.nn.Module) -> torch.nn.Module:
+    """Only the decoder (and its 1×1 input convolution) learns: the latents, which a dynamics model was trained
+    on, stay exactly as they were."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith(DECODER_PREFIXES))
+    return model
+
+
 def train_autoencoder(manifest: str | os.PathLike, out: str | os.PathLike, *, steps: int | None = None,
                       batch_size: int | None = None, lr: float | None = None, seed: int = 0, resume: bool = False,
                       progress: bool | ProgressFn | None = True, model_config: dict[str, Any] | None = None,
                       crop: CropConfig | None = None, cache_dir: str | os.PathLike | None = None,
                       schedule: dict[str, int] | None = None, device: str = "cpu", amp: bool = False,
-                      init_from: str | os.PathLike | None = None) -> TrainReport:
+                      init_from: str | os.PathLike | None = None, decoder_only: bool = False,
+                      tumour_weight: float = 1.0) -> TrainReport:
     """Train the crop autoencoder (`models.autoencoder.CropAutoencoder`) and write its checkpoint and card to ``out``.
 
     Args:
@@ -289,30 +341,64 @@ def train_autoencoder(manifest: str | os.PathLike, out: str | os.PathLike, *, st
         device, amp: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"auto"``; bf16 autocast (CUDA only).
         init_from: an autoencoder checkpoint to train further (same network config and crops; default lr
             `FINE_TUNE_LR`). Its latents change, so a dynamics model trained on the old ones must be retrained.
+        decoder_only: train only the decoder of ``init_from`` (required): the encoder and the latent scale factor
+            stay frozen, so the latents, and every dynamics model trained on them, stay valid. ``model_config`` may
+            then give a wider or deeper decoder (``decoder_channels``, ``decoder_num_res_blocks``; the encoder keys
+            must match), which starts fresh. The checkpoint records ``latents_of`` (the autoencoder whose latents
+            these are, and the encoder's fingerprint) for `pipelines.worldmodel.weights`.
+        tumour_weight: L1 weight of the tumour voxels (grown by `TUMOUR_WEIGHT_DILATION`) relative to the rest of
+            the crop (1: plain L1); the validation loss stays the plain L1.
 
     Raises:
-        ConfigError: ``init_from``'s config or crops differ from the run's (both named).
+        ConfigError: ``init_from``'s config or crops differ from the run's (both named); ``decoder_only`` without
+            ``init_from``; ``tumour_weight`` < 1.
     """
     from models.autoencoder import CropAutoencoder
 
     # 1. the start weights (checked before any crop is made), data
+    if decoder_only and init_from is None:
+        raise ConfigError("--decoder-only needs --init-from DIR: the autoencoder whose encoder (and latents) to keep.")
+    if not tumour_weight >= 1.0:
+        raise ConfigError(f"--tumour-weight must be >= 1 (1: plain L1), got {tumour_weight!r}.")
     settings = _settings("autoencoder", steps, batch_size, lr, seed, schedule, device, amp,
                          fine_tune=init_from is not None)
     crop = crop or DEFAULT_CROP
     config = model_config if model_config is not None else MODEL_CONFIGS["autoencoder"]
-    start, init = None, None
+    start, init, latents_of = None, None, None
     if init_from is not None:
         start, init = _init_from("autoencoder", init_from, lambda c: CropAutoencoder(**c), config,
-                                 {"spacing": list(crop.spacing), "size": list(crop.crop_size)}, manifest)
+                                 {"spacing": list(crop.spacing), "size": list(crop.crop_size)}, manifest,
+                                 **({"compare": CropAutoencoder.ENCODER_KEYS, "fresh": DECODER_PREFIXES}
+                                    if decoder_only else {}))
+        if decoder_only:
+            with torch.random.fork_rng(devices=[]):
+                frozen = _started(CropAutoencoder(**config), start, partial=DECODER_PREFIXES)
+            saved = read_checkpoint_meta(init_from, kind="autoencoder", command="mewm train autoencoder").extra
+            saved = saved.get("latents_of") or {}
+            latents_of = {"weights_sha256": saved.get("weights_sha256", init["weights_sha256"]),
+                          "encoder_sha256": frozen.encoder_sha256()}
     cache, split = _prepare(manifest, crop, cache_dir, progress)
     train, val = AutoencoderCrops(cache, split.train), AutoencoderCrops(cache, split.val)
 
     # 2. losses
 
     def batch_loss(model: CropAutoencoder, generator: torch.Generator) -> torch.Tensor:
-        x = to_device(train.sample_batch(settings.batch_size, generator), model_device(model))
-        recon, mu, sigma = model(x)
-        return F.l1_loss(recon, x) + KL_WEIGHT * _kl(mu, sigma)
+        dev = model_device(model)
+        if tumour_weight == 1.0:
+            x = to_device(train.sample_batch(settings.batch_size, generator), dev)
+            w = None
+        else:
+            x, labels = (to_device(t, dev) for t in train.sample_labelled_batch(settings.batch_size, generator))
+            w = _tumour_weights(labels, tumour_weight)
+        if decoder_only:
+            with torch.no_grad():
+                mu, sigma = model.net.encode(x)
+            recon, kl = model.net.decode(mu), 0.0
+        else:
+            recon, mu, sigma = model(x)
+            kl = KL_WEIGHT * _kl(mu, sigma)
+        error = (recon - x).abs() if w is None else (recon - x).abs() * w
+        return error.mean() + kl
 
     def val_loss(model: CropAutoencoder) -> float:
         dev = model_device(model)
@@ -321,30 +407,63 @@ def train_autoencoder(manifest: str | os.PathLike, out: str | os.PathLike, *, st
         return float(sum(errors) / val.images.numel())
 
     def set_scale(m: torch.nn.Module) -> dict[str, Any]:
+        if decoder_only:  # the start's scale factor: part of the latents
+            if m.encoder_sha256() != latents_of["encoder_sha256"]:
+                raise RuntimeError("train_autoencoder --decoder-only: the encoder changed during training.")
+            return {"scale_factor": float(m.scale_factor)}
         m.scale_factor.fill_(1.0)
         latents = torch.cat([m.encode(to_device(x, model_device(m))) for x in train.all_batches(VAL_BATCH)])
         m.scale_factor.fill_(1.0 / float(latents.std()))
         return {"scale_factor": float(m.scale_factor)}
 
+    def build() -> CropAutoencoder:
+        model = _started(CropAutoencoder(**config), start, partial=DECODER_PREFIXES if decoder_only else ())
+        return _freeze_encoder(model) if decoder_only else model
+
     # 3. train, 4. card
     command = _command("autoencoder", cache.manifest, Path(out), settings, init_from=init_from)
+    if decoder_only:
+        command += " --decoder-only"
+        if "decoder_channels" in config:
+            command += f" --decoder-channels {','.join(map(str, config['decoder_channels']))}"
+        if "decoder_num_res_blocks" in config:
+            command += f" --decoder-res-blocks {config['decoder_num_res_blocks']}"
+    if tumour_weight != 1.0:
+        command += f" --tumour-weight {tumour_weight:g}"
     more = {"init_from": init["weights_sha256"]} if init else {}
-    report = train_loop(lambda: _started(CropAutoencoder(**config), start), batch_loss, val_loss, settings=settings,
+    more.update({"decoder_only": True} if decoder_only else {})
+    more.update({"tumour_weight": tumour_weight} if tumour_weight != 1.0 else {})
+    report = train_loop(build, batch_loss, val_loss, settings=settings,
                         out=out, kind="autoencoder",
-                        identity=_identity(cache, split, **more), n_train=len(split.train), n_val=len(split.val),
+                        identity=_identity(cache, split, **more),
+                        n_train=len(split.train), n_val=len(split.val),
                         resume=resume, progress=progress, before_save=set_scale,
                         extra={"crop": {"spacing": list(cache.config.spacing), "size": list(cache.config.crop_size)},
-                               "data": _data_extra(cache, split), "kl_weight": KL_WEIGHT,
-                               **({"init_from": init} if init else {})})
+                               "data": _data_extra(cache, split), "kl_weight": 0.0 if decoder_only else KL_WEIGHT,
+                               "tumour_weight": tumour_weight,
+                               **({"init_from": init} if init else {}),
+                               **({"latents_of": latents_of} if latents_of else {})})
+    weighting = ("" if tumour_weight == 1.0 else
+                 f", each voxel of the tumour grown by {TUMOUR_WEIGHT_DILATION} voxels weighted {tumour_weight:g}× "
+                 f"(weights normalised to mean 1 per crop)")
+    if decoder_only:
+        fresh = ", a new wider/deeper decoder started from seeded weights" if init.get("fresh") else ""
+        loss = (f"Loss: L1 reconstruction of the frozen encoder's posterior mean{weighting}, decoder only: the "
+                f"encoder, its latents and the scale factor {report.extra['scale_factor']:.4f} are those of "
+                f"`{init['dir']}` (encoder sha256 {latents_of['encoder_sha256'][:16]}…, latents of the autoencoder "
+                f"with weights sha256 {latents_of['weights_sha256'][:16]}…), so dynamics models trained on them "
+                f"stay valid{fresh}; validation: plain L1 of the reconstruction")
+    else:
+        loss = (f"Loss: L1 reconstruction of the posterior mean{weighting} + {KL_WEIGHT:g} × KL on pre- and "
+                f"post-treatment crops (random flips); a first run decoding sampled latents at lr 2e-4 reached "
+                f"only 39 HU validation L1 after 600 steps with blank reconstructions, so the posterior mean is "
+                f"decoded (the KL term keeps the latents bounded); validation: L1 of the posterior-mean "
+                f"reconstruction. Latent scale factor "
+                f"{report.extra['scale_factor']:.4f} (1 / std of the training latents)")
     _write_card(report, cache, settings, command=command,
                 purpose="Stage 1 of the world model: a KL autoencoder (MONAI AutoencoderKL) that maps tumour-centred "
                         "CT crops to latents for the dynamics model and back.",
-                loss=f"Loss: L1 reconstruction of the posterior mean + {KL_WEIGHT:g} × KL on pre- and "
-                     f"post-treatment crops (random flips); a first run decoding sampled latents at lr 2e-4 reached "
-                     f"only 39 HU validation L1 after 600 steps with blank reconstructions, so the posterior mean is "
-                     f"decoded (the KL term keeps the latents bounded); validation: L1 of the posterior-mean "
-                     f"reconstruction. Latent scale factor "
-                     f"{report.extra['scale_factor']:.4f} (1 / std of the training latents)")
+                loss=loss)
     return report
 
 
@@ -584,7 +703,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
              "crop": {"spacing": list(crop.spacing), "size": list(crop.crop_size),
                       "change_margin_mm": float(change_margin_mm)},
              "autoencoder": {"config": ae_meta.config, "scale_factor": float(autoencoder.scale_factor),
-                             "weights_sha256": ae_weights, "dir": display_path(autoencoder_dir)},
+                             "weights_sha256": ae_weights, "encoder_sha256": autoencoder.encoder_sha256(),
+                             "dir": display_path(autoencoder_dir)},
              "cond_drop_prob": cond_drop_prob, "masks": "fraction of each latent cell (regions.latent_masks)",
              "data": _data_extra(cache, split), **({"init_from": init} if init else {})}
     more = {"init_from": init["weights_sha256"]} if init else {}

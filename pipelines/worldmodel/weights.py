@@ -150,22 +150,33 @@ def _dynamics_extra(meta: CheckpointMeta, directory: Path) -> tuple[CropConfig, 
     return crop, margin, scheduler, trained_on
 
 
-def _check_autoencoder(trained_on: dict, ae_meta: CheckpointMeta, root: Path) -> None:
-    """The autoencoder must be the one the dynamics model was trained on: same config and, when the trainer
-    recorded it, the same weights (sha256 of ``model.pt``)."""
+def _check_autoencoder(trained_on: dict, ae_meta: CheckpointMeta, autoencoder: CropAutoencoder, root: Path) -> None:
+    """The autoencoder must encode as the one the dynamics model was trained on: the same encoder config and, when the
+    trainer recorded it, the same weights (sha256 of ``model.pt``) or the same encoder (`encoder_sha256`). A decoder
+    retrained on frozen latents (``mewm train autoencoder --decoder-only``) passes: its ``latents_of`` names the
+    autoencoder whose latents it decodes, and its encoder is checked to be that one's."""
     fix = (f"Use the autoencoder it was trained with, or re-train the dynamics model on this one: "
            f"`{TRAIN_COMMANDS['dynamics']}`.")
-    if trained_on["config"] != ae_meta.config:
+    keys = CropAutoencoder.ENCODER_KEYS
+    if {k: trained_on["config"].get(k) for k in keys} != {k: ae_meta.config.get(k) for k in keys}:
         raise CheckpointNotFoundError(
             f"The dynamics model in {root / 'dynamics'} was trained on an autoencoder with config "
             f"{trained_on['config']}, but {root / 'autoencoder'} holds one with config {ae_meta.config}. {fix}")
     expected = trained_on.get("weights_sha256")
-    if expected:
-        actual = hashlib.sha256((root / "autoencoder" / "model.pt").read_bytes()).hexdigest()
-        if actual != expected:
-            raise CheckpointNotFoundError(
-                f"The autoencoder weights in {root / 'autoencoder'} (sha256 {actual[:12]}…) are not the ones the "
-                f"dynamics model was trained on (sha256 {expected[:12]}…), so its latents mean something else. {fix}")
+    if not expected:
+        return
+    actual = hashlib.sha256((root / "autoencoder" / "model.pt").read_bytes()).hexdigest()
+    if actual == expected:
+        return
+    encoder = autoencoder.encoder_sha256()
+    latents_of = ae_meta.extra.get("latents_of") or {}
+    if encoder in (trained_on.get("encoder_sha256"), latents_of.get("encoder_sha256") if
+                   latents_of.get("weights_sha256") == expected else None):
+        return
+    raise CheckpointNotFoundError(
+        f"The autoencoder weights in {root / 'autoencoder'} (sha256 {actual[:12]}…) are not the ones the dynamics "
+        f"model was trained on (sha256 {expected[:12]}…) and its encoder differs, so its latents mean something "
+        f"else. {fix}")
 
 
 def load_world_model(weights_dir: str | os.PathLike | None = None, max_batch: int = 32,
@@ -207,7 +218,7 @@ def load_world_model(weights_dir: str | os.PathLike | None = None, max_batch: in
 
     # 2. do they fit together?
     crop, margin, scheduler, trained_on = _dynamics_extra(dyn_meta, root / "dynamics")
-    _check_autoencoder(trained_on, ae_meta, root)
+    _check_autoencoder(trained_on, ae_meta, autoencoder, root)
     seg_spacing = (seg_meta.extra.get("crop") or {}).get("spacing")
     if seg_spacing is not None and tuple(float(s) for s in seg_spacing) != crop.spacing:
         raise CheckpointNotFoundError(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from models.errors import ConfigError, ManifestError
 from pipelines.cli import build_parser
@@ -292,7 +293,32 @@ def test_segmentation_report(tiny_cohort, tiny_weights, tmp_path):
     assert r["metrics"]["dice_tumour"]["baseline"] == 0.0  # the all-liver baseline finds no tumour
     assert len(r["cases"]) == 6  # pre and post crop of each of the three cases
     assert json.loads((tmp_path / "seg.json").read_text())["metrics"] == r["metrics"]
-    assert "## Evaluation" in (tiny_weights / "segmentation" / "MODEL_CARD.md").read_text()
+    assert set(r["hu_shift"]) == {"-40", "-10", "+10", "+40"}
+    assert all(0.0 <= v["relabelled_tumour"] <= 1.0 for v in r["hu_shift"].values())
+    card = (tiny_weights / "segmentation" / "MODEL_CARD.md").read_text()
+    assert "## Evaluation" in card and "| +40 |" in card
+
+
+def test_hu_shift_counts_the_tumour_voxels_an_intensity_threshold_relabels():
+    """A segmenter that calls every voxel above 100 HU viable tumour: shifting the crop by +40 HU relabels exactly
+    the true-tumour voxels between 60 and 100 HU; -10 HU those between 100 and 110."""
+    from pipelines.preprocess import unwindow_hu, window_hu
+    from pipelines.volume import LABELS
+    from pipelines.worldmodel.evaluate import _hu_shift_row
+
+    class Threshold:
+        def predict(self, x):
+            return torch.where(unwindow_hu(x) > 100.0, LABELS["tumour"], LABELS["liver"])[:, 0]
+
+    hu = torch.tensor([50.0, 70.0, 95.0, 105.0, 130.0, 150.0]).view(1, 1, 6, 1, 1)
+    x = window_hu(hu)
+    truth = np.full((6, 1, 1), LABELS["tumour"])
+    pred = Threshold().predict(x)[0].numpy()
+    row = _hu_shift_row(Threshold(), x, pred, truth)
+    assert row["+40"]["relabelled_tumour"] == pytest.approx(2 / 6)  # 70 and 95 HU now above 100
+    assert row["-10"]["relabelled_tumour"] == pytest.approx(1 / 6)  # 105 HU now below
+    assert row["+10"]["relabelled_tumour"] == pytest.approx(1 / 6)  # 95 HU now above
+    assert row["-40"]["dice_tumour"] == pytest.approx(2 * 1 / (1 + 6))  # only 150 HU stays tumour
 
 
 def test_bench_returns_its_fields(tiny_weights, tmp_path):

@@ -15,7 +15,22 @@ from monai.networks.nets import AutoencoderKL
 from monai.networks.nets.autoencoderkl import Decoder
 from torch import nn
 
-__all__ = ["CropAutoencoder"]
+__all__ = ["CropAutoencoder", "encoder_fingerprint"]
+
+# state-dict prefixes of what `CropAutoencoder.encode` reads; the decoder's weights do not change the latents
+ENCODER_STATE = ("net.encoder.", "net.quant_conv_mu.", "scale_factor")
+
+
+def encoder_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of the encoder weights and scale factor in a `CropAutoencoder` state dict (names, shapes, float32
+    bytes): two autoencoders with the same fingerprint encode every crop to the same latent."""
+    digest = hashlib.sha256()
+    for name, value in state.items():
+        if name.startswith(ENCODER_STATE):
+            t = value.detach().to("cpu", torch.float32).contiguous()
+            digest.update(f"{name}{tuple(t.shape)}".encode())
+            digest.update(t.numpy().tobytes())
+    return digest.hexdigest()
 
 
 class CropAutoencoder(nn.Module):
@@ -77,25 +92,9 @@ class CropAutoencoder(nn.Module):
         """Spatial reduction factor from image to latent."""
         return 2 ** (len(self.config["channels"]) - 1)
 
-    @property
-    def encoder_config(self) -> dict:
-        """The part of ``config`` that decides the latents."""
-        return {k: self.config[k] for k in self.ENCODER_KEYS}
-
-    def encoder_parameters(self) -> list[tuple[str, torch.Tensor]]:
-        """The named weights (and the scale factor) that `encode` reads; the decoder's do not change the latents."""
-        parts = ("net.encoder.", "net.quant_conv_mu.", "scale_factor")
-        return [(k, v) for k, v in self.state_dict().items() if k.startswith(parts)]
-
     def encoder_sha256(self) -> str:
-        """A fingerprint of the latents: sha256 of `encoder_parameters` (names, shapes and float32 bytes). Two
-        autoencoders with the same fingerprint encode every crop to the same latent."""
-        digest = hashlib.sha256()
-        for name, value in self.encoder_parameters():
-            t = value.detach().to("cpu", torch.float32).contiguous()
-            digest.update(f"{name}{tuple(t.shape)}".encode())
-            digest.update(t.numpy().tobytes())
-        return digest.hexdigest()
+        """A fingerprint of the latents (`encoder_fingerprint` of this model's weights)."""
+        return encoder_fingerprint(self.state_dict())
 
     def forward(self, x: torch.Tensor, sample_posterior: bool = False) -> tuple[torch.Tensor, torch.Tensor,
                                                                                 torch.Tensor]:

@@ -353,7 +353,7 @@ def train_autoencoder(manifest: str | os.PathLike, out: str | os.PathLike, *, st
         ConfigError: ``init_from``'s config or crops differ from the run's (both named); ``decoder_only`` without
             ``init_from``; ``tumour_weight`` < 1.
     """
-    from models.autoencoder import CropAutoencoder
+    from models.autoencoder import CropAutoencoder, encoder_fingerprint
 
     # 1. the start weights (checked before any crop is made), data
     if decoder_only and init_from is None:
@@ -371,12 +371,10 @@ def train_autoencoder(manifest: str | os.PathLike, out: str | os.PathLike, *, st
                                  **({"compare": CropAutoencoder.ENCODER_KEYS, "fresh": DECODER_PREFIXES}
                                     if decoder_only else {}))
         if decoder_only:
-            with torch.random.fork_rng(devices=[]):
-                frozen = _started(CropAutoencoder(**config), start, partial=DECODER_PREFIXES)
             saved = read_checkpoint_meta(init_from, kind="autoencoder", command="mewm train autoencoder").extra
             saved = saved.get("latents_of") or {}
             latents_of = {"weights_sha256": saved.get("weights_sha256", init["weights_sha256"]),
-                          "encoder_sha256": frozen.encoder_sha256()}
+                          "encoder_sha256": encoder_fingerprint(start)}
     cache, split = _prepare(manifest, crop, cache_dir, progress)
     train, val = AutoencoderCrops(cache, split.train), AutoencoderCrops(cache, split.val)
 
@@ -397,8 +395,8 @@ def train_autoencoder(manifest: str | os.PathLike, out: str | os.PathLike, *, st
         else:
             recon, mu, sigma = model(x)
             kl = KL_WEIGHT * _kl(mu, sigma)
-        error = (recon - x).abs() if w is None else (recon - x).abs() * w
-        return error.mean() + kl
+        error = (recon - x).abs()
+        return (error if w is None else error * w).mean() + kl
 
     def val_loss(model: CropAutoencoder) -> float:
         dev = model_device(model)

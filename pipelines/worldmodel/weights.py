@@ -168,10 +168,11 @@ def _check_autoencoder(trained_on: dict, ae_meta: CheckpointMeta, autoencoder: C
     actual = hashlib.sha256((root / "autoencoder" / "model.pt").read_bytes()).hexdigest()
     if actual == expected:
         return
-    encoder = autoencoder.encoder_sha256()
     latents_of = ae_meta.extra.get("latents_of") or {}
-    if encoder in (trained_on.get("encoder_sha256"), latents_of.get("encoder_sha256") if
-                   latents_of.get("weights_sha256") == expected else None):
+    recorded = {trained_on.get("encoder_sha256")}  # dynamics trainings since 2026-12-04 record the encoder
+    if latents_of.get("weights_sha256") == expected:  # a decoder retrained on the latents it was trained on
+        recorded.add(latents_of.get("encoder_sha256"))
+    if autoencoder.encoder_sha256() in recorded - {None}:
         return
     raise CheckpointNotFoundError(
         f"The autoencoder weights in {root / 'autoencoder'} (sha256 {actual[:12]}…) are not the ones the dynamics "

@@ -51,7 +51,7 @@ def _cmd_cohort_followups(args: argparse.Namespace) -> int:
     from pipelines.cohort.followups import write_followups
 
     report = write_followups(args.cohort, per_patient=args.per_patient, seed=args.seed, workers=args.workers,
-                             progress=not args.quiet)
+                             drug_matched=args.drug_matched, progress=not args.quiet)
     print(report.summary())
     return 0
 
@@ -151,6 +151,26 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_drugs(args: argparse.Namespace) -> int:
+    import json
+
+    from pipelines.config import load_config
+    from pipelines.worldmodel.drug_response import evaluate_drug_response
+
+    config = load_config(args.config).worldmodel
+    drugs = tuple(d.strip() for d in args.drugs.split(",") if d.strip())
+    embolics = tuple(e.strip() for e in args.embolics.split(",") if e.strip())
+    report = evaluate_drug_response(args.cohort, args.weights or config.weights_dir, patients=args.patients,
+                                    samples=args.samples, seed=args.seed, steps=args.steps, guidance=args.guidance,
+                                    precision=args.precision or config.precision, drugs=drugs, embolics=embolics,
+                                    out=args.out, progress=not args.quiet)
+    print(json.dumps({k: {key: v[key] for key in ("value", "interval_95", "ceiling", "segmenter_ceiling")}
+                      for k, v in report["metrics"].items()}, indent=2))
+    for r in report["drug_effect_ml"]:
+        print(f"{r['drug']}: viable change vs no drug {r['simulated']:+.1f} ml simulated, {r['true']:+.1f} ml true")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
@@ -209,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     fol.add_argument("--cohort", required=True, help="a folder written by `mewm cohort generate`")
     fol.add_argument("--per-patient", type=int, default=3, help="extra plans per patient (default 3)")
     fol.add_argument("--seed", type=int, default=0, help="plan and dose draws (same seed, same files)")
+    fol.add_argument("--drug-matched", type=int, default=0,
+                     help="up to N more per patient with the administered plan's embolics and other drugs "
+                          "(pairs that differ in the drug only; default 0)")
     fol.add_argument("--workers", type=int, default=1, help="processes to use")
     fol.add_argument("--quiet", action="store_true", help="no progress bar")
     fol.set_defaults(func=_cmd_cohort_followups)
@@ -302,6 +325,26 @@ def build_parser() -> argparse.ArgumentParser:
                                  "trained with --clinical-fields)")
         ev.add_argument("--quiet", action="store_true", help="no progress bar")
         ev.set_defaults(func=_cmd_eval, model=model)
+
+    from pipelines.worldmodel.drug_probe import PROBE_DRUGS, PROBE_EMBOLICS  # no torch import
+
+    ed = groups["eval"].add_parser("drugs", help="does the dynamics model separate drugs? plans differing only in "
+                                                 "the drug, against the virtual cohort's truth")
+    ed.add_argument("--cohort", required=True, help="held-out cohort folder (mewm cohort generate, another seed)")
+    ed.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
+    ed.add_argument("--out", help="JSON report (default: <weights>/dynamics/drug_response.json)")
+    ed.add_argument("--patients", type=int, default=30, help="first N patients (default 30)")
+    ed.add_argument("--samples", type=int, default=3, help="samples per plan (default 3)")
+    ed.add_argument("--seed", type=int, default=0, help="noise and bootstrap seed")
+    ed.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")
+    ed.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
+    ed.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
+    ed.add_argument("--drugs", default=",".join(PROBE_DRUGS),
+                    help=f"comma-separated drugs, one plan each (default: one per class, {','.join(PROBE_DRUGS)})")
+    ed.add_argument("--embolics", default=",".join(PROBE_EMBOLICS),
+                    help=f"comma-separated embolics every probe plan shares (default: {','.join(PROBE_EMBOLICS)})")
+    ed.add_argument("--quiet", action="store_true", help="no progress bar")
+    ed.set_defaults(func=_cmd_eval_drugs)
 
     bd = groups["bench"].add_parser("dynamics", help="samples/s batched vs one at a time, passes per plan, memory")
     bd.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")

@@ -61,17 +61,17 @@ def main(cohort_dir: str, n: int, pairs: list[str]) -> None:
             sharp = np.where(result.region, world.segmenter.predict(post).numpy(), result.pre_labels)
             for k, (plan, tc) in enumerate(zip(plans, truths)):
                 true_labels = tc.post_labels[0].numpy()
-                row = ev._ceiling_row(hu[k], labels[k], true_labels, result.pre_labels, result.region, voxel_ml,
-                                      "Lipiodol" in plan_parts(plan)[1])
-                true_ml, sharp_ml = (metrics.viable_volume_ml(lab, voxel_ml) for lab in (true_labels, sharp[k]))
+                row = ev._ceiling_row(hu[k], labels[k], sharp[k], true_labels, result.pre_labels, result.region,
+                                      voxel_ml, "Lipiodol" in plan_parts(plan)[1])
+                true_ml = metrics.viable_volume_ml(true_labels, voxel_ml)
                 rows[pair].append({"case_id": case.case_id, **row, "true_viable_change_ml": true_ml - pre_viable,
-                                   "sharp_viable_change_ml": sharp_ml - pre_viable})
+                                   "sharp_viable_change_ml": row["segmenter_ceiling_viable_change_ml"]})
     for pair, rs in rows.items():
         true = [r["true_viable_change_ml"] for r in rs]
         for name in ("ceiling", "sharp"):
             key = f"{name}_viable_change_ml"
             print(f"{pair} [{name}] {len(rs)} pairs: pooled {metrics.spearman([r[key] for r in rs], true):.2f} "
-                  f"within-patient {ev._within_patient_spearman(rs, key).mean:.2f} "
+                  f"within-patient {ev.within_patient_spearman(rs, key).mean:.2f} "
                   f"MAE {ev._mae(rs, key, 'true_viable_change_ml'):.1f}"
                   + (f" Lipiodol Dice {metrics.mean_finite(r['ceiling_lipiodol_dice'] for r in rs).mean:.2f}"
                      if name == "ceiling" else ""))

@@ -17,6 +17,10 @@ manifest columns; survival columns are empty (these follow-ups have no observed 
 ``manifest.csv``). `pipelines.training.split_cases` keeps all rows of one patient on the same side of the
 train/validation split (`patient_of`).
 
+With ``drug_matched = m``, each patient also gets up to ``m`` follow-ups (numbered after the ``per_patient`` ones)
+under plans with exactly the administered plan's embolics and other drugs (`choose_drug_matched`): pairs that differ
+in the drug only, so the drug's own effect is not confounded with the embolics' (``mewm eval drugs`` measures it).
+
 Only for simulated training cohorts: a held-out evaluation cohort must never get follow-ups that a model trains on,
 and real data has no counterfactuals. Files are written per patient and skipped when present (resumable); the
 manifest is written last and atomically.
@@ -36,7 +40,8 @@ import numpy as np
 
 from pipelines.cohort.counterfactual import choose_plans, regenerate_cohort, render_counterfactual
 
-__all__ = ["FOLLOWUP_SEP", "FOLLOWUPS_MANIFEST", "FollowupReport", "followup_id", "patient_of", "write_followups"]
+__all__ = ["FOLLOWUP_SEP", "FOLLOWUPS_MANIFEST", "FollowupReport", "choose_drug_matched", "followup_id", "patient_of",
+           "write_followups"]
 
 FOLLOWUP_SEP = "~cf"
 FOLLOWUPS_MANIFEST = "manifest_followups.csv"
@@ -68,6 +73,18 @@ class FollowupReport:
                 f"{self.manifest} (synthetic counterfactuals: never for evaluation, never on real data)")
 
 
+def choose_drug_matched(administered: Any, plan_space: list[Any], exclude: list[Any], k: int, seed: int,
+                        index: int) -> list[Any]:
+    """Up to ``k`` plans of ``plan_space`` whose embolics are exactly ``administered``'s (so they differ in the
+    drugs), none of ``exclude`` or the administered plan, drawn without replacement by a generator seeded by
+    ``(seed, index)``; fewer when the plan space has fewer such plans."""
+    embolics = sorted(administered.embolics)
+    taken = {administered.key(), *(p.key() for p in exclude)}
+    candidates = [p for p in plan_space if sorted(p.embolics) == embolics and p.key() not in taken]
+    rng = np.random.default_rng([int(seed), int(index), 11])
+    return [candidates[j] for j in sorted(rng.choice(len(candidates), size=min(k, len(candidates)), replace=False))]
+
+
 def _doses_plan(plan: Any, seed: int, index: int, k: int) -> tuple[Any, str]:
     """``plan`` with doses and a procedure note drawn like an administered plan's, seeded by (seed, index, k)."""
     from models.plan import Plan
@@ -83,8 +100,10 @@ def _one_patient(args: tuple) -> tuple[list[dict[str, Any]], int]:
     """Worker: render and write the extra follow-ups of one patient; return their row fields and how many were new."""
     from pipelines.caseio.nifti import write_nifti
 
-    truth, index, plans, size, root, per_patient, seed = args
+    truth, index, plans, size, root, per_patient, drug_matched, seed = args
     chosen = choose_plans(truth.plan, plans, per_patient + 1, seed, index)[1:]
+    if drug_matched:
+        chosen += choose_drug_matched(truth.plan, plans, chosen, drug_matched, seed, index)
     folder = Path(root) / "followups" / truth.case_id
     rows, written = [], 0
     for k, plan in enumerate(chosen, start=1):
@@ -102,7 +121,7 @@ def _one_patient(args: tuple) -> tuple[list[dict[str, Any]], int]:
 
 
 def write_followups(cohort_dir: str | os.PathLike, per_patient: int = 3, seed: int = 0, workers: int = 1,
-                    progress: bool = True) -> FollowupReport:
+                    progress: bool = True, drug_matched: int = 0) -> FollowupReport:
     """Add ``per_patient`` counterfactual follow-ups per patient to a virtual cohort (see the module docstring).
 
     Args:
@@ -110,22 +129,25 @@ def write_followups(cohort_dir: str | os.PathLike, per_patient: int = 3, seed: i
         per_patient: extra plans per patient, drawn without replacement among plans with other agents than the
             administered one (`choose_plans`).
         seed: plan and dose draws; the same seed gives the same files.
+        drug_matched: up to this many more per patient with the administered plan's embolics and other drugs
+            (`choose_drug_matched`); the first ``per_patient`` follow-ups do not depend on it.
         workers: processes; the files do not depend on it.
 
     Raises:
         ManifestError: not a cohort of this simulator. ConfigError: ``per_patient`` beyond the plan space.
-        ValueError: ``per_patient < 1`` or ``workers < 1``.
+        ValueError: ``per_patient < 1``, ``drug_matched < 0`` or ``workers < 1``.
     """
     from dataclasses import replace
 
     from pipelines.manifest import read_manifest, write_manifest
 
-    if per_patient < 1 or workers < 1:
-        raise ValueError(f"write_followups needs per_patient >= 1 and workers >= 1, got {per_patient}, {workers}.")
+    if per_patient < 1 or workers < 1 or drug_matched < 0:
+        raise ValueError(f"write_followups needs per_patient >= 1, workers >= 1 and drug_matched >= 0, got "
+                         f"{per_patient}, {workers}, {drug_matched}.")
     start = time.perf_counter()
     cohort = regenerate_cohort(cohort_dir)
     records = read_manifest(cohort.root)
-    jobs = [(t, i, cohort.plans, cohort.size, str(cohort.root), per_patient, seed)
+    jobs = [(t, i, cohort.plans, cohort.size, str(cohort.root), per_patient, drug_matched, seed)
             for i, t in enumerate(cohort.truths)]
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
     results = pool.map(_one_patient, jobs) if pool else map(_one_patient, jobs)
@@ -152,7 +174,8 @@ def write_followups(cohort_dir: str | os.PathLike, per_patient: int = 3, seed: i
     out_rows = sorted(out_rows, key=lambda r: (patient_of(r.case_id), r.case_id))
     path = cohort.root / FOLLOWUPS_MANIFEST
     meta = json.loads((cohort.root / "manifest.json").read_text())
-    meta["followups"] = {"per_patient": int(per_patient), "seed": int(seed), "rows": len(out_rows),
+    meta["followups"] = {"per_patient": int(per_patient), "drug_matched": int(drug_matched), "seed": int(seed),
+                         "rows": len(out_rows),
                          "note": "extra simulated follow-ups under other plans (counterfactuals of the simulator) "
                                  "for dynamics training only; no survival outcomes"}
     for target, text in ((path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True) + "\n"),
@@ -163,5 +186,5 @@ def write_followups(cohort_dir: str | os.PathLike, per_patient: int = 3, seed: i
         else:
             tmp.write_text(text)
         os.replace(tmp, target)
-    return FollowupReport(manifest=path, patients=len(records), followups=len(records) * per_patient,
+    return FollowupReport(manifest=path, patients=len(records), followups=sum(len(rows) for rows, _ in done),
                           written=sum(w for _, w in done), seconds=time.perf_counter() - start)

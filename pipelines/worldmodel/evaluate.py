@@ -56,7 +56,8 @@ from pipelines.worldmodel.report import (command_line, display_path, machine_inf
 from pipelines.worldmodel.simulate import STRUCTURES, decode_and_segment, segment_in_region
 from pipelines.worldmodel.weights import TRAIN_COMMANDS, load_world_model
 
-__all__ = ["TARGETS", "choose_plans", "evaluate_dynamics", "evaluate_segmentation"]
+__all__ = ["TARGETS", "ScoredPatient", "choose_plans", "evaluate_dynamics", "evaluate_segmentation", "mean_of",
+           "score_patient", "spearman_of", "within_patient_spearman"]
 
 TARGETS = {"action_sensitivity_ratio": ">= 2", "action_sensitivity_outcome_ratio": ">= 2",
            "viable_change_spearman": ">= 0.7", "c2st_accuracy": "<= 0.70",
@@ -130,8 +131,8 @@ def bias_by_embolics(pairs: list[dict]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"embolics": name, "pairs": len(group)}
         for short, key in BIAS_FIGURES:
             for source, prefix in BIAS_SOURCES:
-                row[f"{source}_{short}_ml"] = _mean_of(group, f"{prefix}{key}")
-        row["viable_spearman"] = _spearman_of(group, "pred_viable_change_ml")
+                row[f"{source}_{short}_ml"] = mean_of(group, f"{prefix}{key}")
+        row["viable_spearman"] = spearman_of(group, "pred_viable_change_ml")
         rows.append(row)
     return rows
 
@@ -147,12 +148,12 @@ def _pooled_ratio(results: list) -> float:
     return float(np.mean([r.between_plans for r in results])) / within if within > 0 else float("nan")
 
 
-def _mean_of(rows: list[dict], key: str) -> float:
+def mean_of(rows: list[dict], key: str) -> float:
     """Mean of ``key`` over rows (``nan`` for none)."""
     return metrics.mean_finite(r[key] for r in rows).mean
 
 
-def _spearman_of(rows: list[dict], key: str) -> float:
+def spearman_of(rows: list[dict], key: str) -> float:
     """Spearman of ``key`` vs the true viable change over ``rows`` (``nan`` for fewer than 3)."""
     return (metrics.spearman([r[key] for r in rows], [r["true_viable_change_ml"] for r in rows]) if len(rows) > 2
             else float("nan"))
@@ -206,7 +207,7 @@ def _ceiling_row(hu: np.ndarray, labels: np.ndarray, sharp_labels: np.ndarray, t
             "ceiling_hu_mean": mean, "ceiling_hu_sd": sd}
 
 
-def _within_patient_spearman(rows: list[dict], key: str) -> metrics.MeanResult:
+def within_patient_spearman(rows: list[dict], key: str) -> metrics.MeanResult:
     """Mean over patients of the Spearman correlation between ``key`` and the true viable change across that
     patient's plans (what plan choice needs: the right order of plans for one patient)."""
     by_case: dict[str, list[dict]] = {}
@@ -214,6 +215,53 @@ def _within_patient_spearman(rows: list[dict], key: str) -> metrics.MeanResult:
         by_case.setdefault(r["case_id"], []).append(r)
     return metrics.mean_finite(metrics.spearman([r[key] for r in rs], [r["true_viable_change_ml"] for r in rs])
                                for rs in by_case.values())
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ScoredPatient:
+    """One patient's plans simulated in one batched call and scored against the counterfactual truth."""
+
+    result: Any  # `simulate.SimulationResult`
+    rows: list[dict[str, Any]]  # per plan: `_pair_row` + `_ceiling_row` figures + ``enlarged_crop``
+    truth_hu: list[np.ndarray]  # per plan: the true post crop (HU)
+    ceiling_hu: np.ndarray  # (P, X, Y, Z) the true post crops through the autoencoder (HU)
+    seconds: dict[str, float]  # "simulate" and "truth" (rendering, cropping, ceilings)
+
+
+def score_patient(world, cohort, truth, case: Case, plans: list, *, samples: int, seed: int, steps: int,
+                  guidance: float, without_labs: bool = False) -> ScoredPatient:
+    """Steps 2-4 of the module's recipe for one patient: simulate ``plans`` in ONE batched call, render and crop
+    their counterfactual truth, pass it through the autoencoder and segmenter (the ceilings) and compute the
+    per-pair figures.
+
+    Args:
+        world: a loaded `WorldModel`. cohort: `regenerate_cohort` of the case's cohort; truth: its `CaseTruth`.
+        case: the cohort's case (its files). plans: `Plan` objects the simulator has an effect model for.
+        without_labs: simulate the case with its covariates removed (see `evaluate_dynamics`).
+
+    Raises:
+        LesionTooLargeError: the lesion does not fit the largest crop the model allows.
+    """
+    t0 = time.perf_counter()
+    shown = dataclasses.replace(case, covariates=Covariates()) if without_labs else case
+    result = world.simulate(shown, plans, samples=samples, seed=seed, steps=steps, guidance=guidance)
+    t1 = time.perf_counter()
+    voxel_ml = float(np.prod(world.crop.spacing)) / 1000.0
+    pre_hu, pre_labels, region = result.pre_hu, result.pre_labels, result.region
+    truth_crops = [_truth_crop(case, render_counterfactual(truth, plan, cohort.size), result.crop) for plan in plans]
+    ceiling_hu, ceiling_labels = _autoencoder_ceiling(world, result, truth_crops)
+    sharp_labels = _segmenter_ceiling(world, result, truth_crops)
+    rows, truth_hus = [], []
+    for k, (plan, sim, tc) in enumerate(zip(plans, result.plans, truth_crops)):
+        truth_hu = unwindow_hu(tc.post_image[0].numpy())
+        truth_labels = tc.post_labels[0].numpy()
+        row = _pair_row(case.case_id, plan, sim, truth_hu, truth_labels, pre_hu, pre_labels, region, voxel_ml)
+        rows.append({**row, **_ceiling_row(ceiling_hu[k], ceiling_labels[k], sharp_labels[k], truth_labels,
+                                           pre_labels, region, voxel_ml, row["has_lipiodol"]),
+                     "enlarged_crop": result.enlarged_crop})
+        truth_hus.append(truth_hu)
+    return ScoredPatient(result=result, rows=rows, truth_hu=truth_hus, ceiling_hu=ceiling_hu,
+                         seconds={"simulate": t1 - t0, "truth": time.perf_counter() - t1})
 
 
 def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathLike | None = None, *,
@@ -260,7 +308,6 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
                          f"seeds, got samples={samples}, plans_per_patient={plans_per_patient}.")
     world = load_world_model(weights_dir, precision=precision)
     report_progress = resolve_progress(progress, "eval dynamics", "patient")
-    voxel_ml = float(np.prod(world.crop.spacing)) / 1000.0
     pairs: list[dict] = []
     skipped: list[dict] = []
     sensitivity, outcome_sensitivity = [], []
@@ -270,39 +317,26 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
     for i in range(patients):
         truth, case = cohort.truths[i], load_manifest_case(records[i])
         plans = choose_plans(truth.plan, cohort.plans, plans_per_patient, seed, i)
-        # 2. one batched simulation per patient
-        t0 = time.perf_counter()
+        # 2.-4. one batched simulation per patient, its counterfactual truth and per-pair figures
         try:
-            shown = dataclasses.replace(case, covariates=Covariates()) if without_labs else case
-            result = world.simulate(shown, plans, samples=samples, seed=seed, steps=steps, guidance=guidance)
+            scored = score_patient(world, cohort, truth, case, plans, samples=samples, seed=seed, steps=steps,
+                                   guidance=guidance, without_labs=without_labs)
         except LesionTooLargeError as e:
             skipped.append({"case_id": case.case_id, "reason": str(e)})
             if report_progress:
                 report_progress(i + 1, patients, f"{case.case_id} skipped")
             continue
-        seconds["simulate"] += time.perf_counter() - t0
-        # 3. counterfactual truth, cropped like the simulation
-        t0 = time.perf_counter()
-        pre_hu, pre_labels, region = result.pre_hu, result.pre_labels, result.region
-        truth_crops = [_truth_crop(case, render_counterfactual(truth, plan, cohort.size), result.crop)
-                       for plan in plans]
-        ceiling_hu, ceiling_labels = _autoencoder_ceiling(world, result, truth_crops)
-        sharp_labels = _segmenter_ceiling(world, result, truth_crops)
-        for k, (plan, sim, tc) in enumerate(zip(plans, result.plans, truth_crops)):
-            truth_hu = unwindow_hu(tc.post_image[0].numpy())
-            truth_labels = tc.post_labels[0].numpy()
-            # 4. per-pair figures
-            row = _pair_row(case.case_id, plan, sim, truth_hu, truth_labels, pre_hu, pre_labels, region, voxel_ml)
-            pairs.append({**row, **_ceiling_row(ceiling_hu[k], ceiling_labels[k], sharp_labels[k], truth_labels,
-                                                pre_labels, region, voxel_ml, row["has_lipiodol"]),
-                          "enlarged_crop": result.enlarged_crop})
-            if not result.enlarged_crop:  # the C2ST classifier takes one crop size: the training crop's
+        result, region = scored.result, scored.result.region
+        for key in seconds:
+            seconds[key] += scored.seconds[key]
+        pairs.extend(scored.rows)
+        if not result.enlarged_crop:  # the C2ST classifier takes one crop size: the training crop's
+            for k, (sim, truth_hu) in enumerate(zip(result.plans, scored.truth_hu)):
                 real.append(_masked(truth_hu, region))
                 fake.append(_masked(sim.crops_hu[0], region))
-                base.append(_masked(pre_hu, region))
-                ceiling.append(_masked(ceiling_hu[k], region))
+                base.append(_masked(result.pre_hu, region))
+                ceiling.append(_masked(scored.ceiling_hu[k], region))
                 groups.append(case.case_id)
-        seconds["truth"] += time.perf_counter() - t0
         outputs = np.stack([sim.crops_hu for sim in result.plans])  # (P, T, X, Y, Z)
         sensitivity.append(metrics.action_sensitivity(outputs, region))
         outcomes = np.stack([np.stack([sim.volumes[k] for k in STRUCTURES], axis=-1)
@@ -331,7 +365,7 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
     lip_rows = [r for r in pairs if r["has_lipiodol"]]
     lip = metrics.mean_finite(r["lipiodol_dice"] for r in lip_rows)
     no_lip_rows = [r for r in pairs if not r["has_lipiodol"]]
-    within_patient = _within_patient_spearman(pairs, "pred_viable_change_ml")
+    within_patient = within_patient_spearman(pairs, "pred_viable_change_ml")
     m = {
         "action_sensitivity_ratio": metric_entry(
             between / within if within > 0 else float("nan"), TARGETS["action_sensitivity_ratio"],
@@ -348,10 +382,10 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
                  "tumour, necrosis and Lipiodol volumes (ml), so sampled voxel texture does not count as a "
                  "difference"),
         "viable_change_spearman": metric_entry(
-            _spearman_of(pairs, "pred_viable_change_ml"), TARGETS["viable_change_spearman"],
+            spearman_of(pairs, "pred_viable_change_ml"), TARGETS["viable_change_spearman"],
             baseline=metrics.spearman([0.0] * len(pairs), true_change),
-            ceiling=_spearman_of(pairs, "ceiling_viable_change_ml"),
-            segmenter_ceiling=_spearman_of(pairs, "segmenter_ceiling_viable_change_ml"),
+            ceiling=spearman_of(pairs, "ceiling_viable_change_ml"),
+            segmenter_ceiling=spearman_of(pairs, "segmenter_ceiling_viable_change_ml"),
             n_pairs=len(pairs), note="predicted (mean over samples) vs true viable-tumour change in the crop, ml; "
                                      "the baseline predicts no change (undefined correlation); ceiling: the true "
                                      "post crops through the autoencoder and segmenter; segmenter_ceiling: the "
@@ -359,12 +393,12 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
                                      "reads the truth)",
             **{f"{name}_crop_{k}": v for name, rows in by_crop.items() for k, v in (
                 ("pairs", len(rows)),
-                ("spearman", _spearman_of(rows, "pred_viable_change_ml")),
-                ("ceiling", _spearman_of(rows, "ceiling_viable_change_ml")),
-                ("segmenter_ceiling", _spearman_of(rows, "segmenter_ceiling_viable_change_ml")))}),
+                ("spearman", spearman_of(rows, "pred_viable_change_ml")),
+                ("ceiling", spearman_of(rows, "ceiling_viable_change_ml")),
+                ("segmenter_ceiling", spearman_of(rows, "segmenter_ceiling_viable_change_ml")))}),
         "viable_change_within_patient_spearman": metric_entry(
             within_patient.mean, baseline=float("nan"), patients=within_patient.n,
-            ceiling=_within_patient_spearman(pairs, "ceiling_viable_change_ml").mean,
+            ceiling=within_patient_spearman(pairs, "ceiling_viable_change_ml").mean,
             note="mean over patients of the Spearman correlation across that patient's plans (the order plan choice "
                  "needs; -1 = reversed); ceiling = the true post crops through the autoencoder and segmenter"),
         "viable_change_mae_ml": metric_entry(
@@ -377,11 +411,11 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
             ceiling=metrics.mean_finite(r["ceiling_lipiodol_dice"] for r in lip_rows).mean,
             note="plans with Lipiodol; pairs where neither side has Lipiodol are undefined and left out"),
         "false_lipiodol_ml": metric_entry(
-            _mean_of(no_lip_rows, "pred_lipiodol_ml"), baseline=_mean_of(no_lip_rows, "baseline_lipiodol_ml"),
-            ceiling=_mean_of(no_lip_rows, "ceiling_lipiodol_ml"), true=_mean_of(no_lip_rows, "true_lipiodol_ml"),
+            mean_of(no_lip_rows, "pred_lipiodol_ml"), baseline=mean_of(no_lip_rows, "baseline_lipiodol_ml"),
+            ceiling=mean_of(no_lip_rows, "ceiling_lipiodol_ml"), true=mean_of(no_lip_rows, "true_lipiodol_ml"),
             n_pairs=len(no_lip_rows),
-            with_lipiodol_ml=_mean_of(lip_rows, "pred_lipiodol_ml"),
-            true_with_lipiodol_ml=_mean_of(lip_rows, "true_lipiodol_ml"),
+            with_lipiodol_ml=mean_of(lip_rows, "pred_lipiodol_ml"),
+            true_with_lipiodol_ml=mean_of(lip_rows, "true_lipiodol_ml"),
             note="mean Lipiodol volume (ml) the segmenter finds in simulations of plans WITHOUT Lipiodol (bland or "
                  "drug-eluting beads), where the truth has none to speak of; with_lipiodol_ml: the same under "
                  "Lipiodol plans, for scale"),

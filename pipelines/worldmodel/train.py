@@ -43,6 +43,7 @@ from pipelines.worldmodel.crops import (AutoencoderCrops, CropCache, CropConfig,
                                         autoencoder_reconstructions, build_crop_cache)
 from pipelines.worldmodel.regions import DEFAULT_CHANGE_MARGIN_MM, TUMOUR_LABELS
 from pipelines.worldmodel.report import display_path
+from pipelines.worldmodel.weights import encodes_like
 
 __all__ = ["DEFAULTS", "FINE_TUNE_LR", "MODEL_CONFIGS", "DEFAULT_CROP", "DDPM_SCHEDULER", "KL_WEIGHT",
            "COND_DROP_PROB", "RECONSTRUCTED_FRACTION", "train_autoencoder", "train_segmentation", "train_dynamics",
@@ -648,13 +649,15 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
     if init_from is not None:
         saved_ae = (read_checkpoint_meta(init_from, kind="dynamics", command=f"mewm train dynamics --out {init_from}")
                     .extra.get("autoencoder") or {})
+        theirs = f"sha256 {str(saved_ae.get('weights_sha256'))[:12]}…"
         start, init = _init_from(
             "dynamics", init_from, lambda c: TumourDynamicsModel(**c), config,
             {"spacing": list(crop.spacing), "size": list(crop.crop_size),
              "change_margin_mm": float(change_margin_mm)}, manifest,
-            more={"autoencoder weights (sha256)": (saved_ae.get("weights_sha256"), ae_weights,
-                                                   f"Pass the autoencoder it was trained with "
-                                                   f"(--autoencoder {saved_ae.get('dir')}).")})
+            more={"autoencoder": (theirs, theirs if encodes_like(saved_ae, ae_weights, ae_meta, autoencoder)
+                                  else f"sha256 {ae_weights[:12]}… with another encoder (other latents)",
+                                  f"Pass the autoencoder it was trained with (--autoencoder {saved_ae.get('dir')}) "
+                                  "or one with its encoder (`mewm train autoencoder --decoder-only`).")})
     cache, split = _prepare(manifest, crop, cache_dir, progress)
     covariates = ({r.case_id: r.covariates for r in read_manifest(cache.manifest, check_files=False)}
                   if config.get("clinical_fields") else None)

@@ -150,11 +150,26 @@ def _dynamics_extra(meta: CheckpointMeta, directory: Path) -> tuple[CropConfig, 
     return crop, margin, scheduler, trained_on
 
 
+def encodes_like(trained_on: dict, weights_sha256: str, ae_meta: CheckpointMeta,
+                 autoencoder: CropAutoencoder) -> bool:
+    """Whether ``autoencoder`` (its ``model.pt`` hashes to ``weights_sha256``) gives the latents of the autoencoder
+    a dynamics checkpoint records in ``trained_on`` (its ``extra["autoencoder"]``): the same weights, or the same
+    encoder (`encoder_sha256`, recorded by dynamics trainings since 2026-12-04), or a decoder retrained on its
+    latents (``mewm train autoencoder --decoder-only``: ``latents_of`` names the autoencoder, and the encoder is
+    checked to be that one's). ``True`` when the checkpoint records no weights (older checkpoints)."""
+    expected = trained_on.get("weights_sha256")
+    if not expected or weights_sha256 == expected:
+        return True
+    latents_of = ae_meta.extra.get("latents_of") or {}
+    recorded = {trained_on.get("encoder_sha256")}
+    if latents_of.get("weights_sha256") == expected:
+        recorded.add(latents_of.get("encoder_sha256"))
+    return autoencoder.encoder_sha256() in recorded - {None}
+
+
 def _check_autoencoder(trained_on: dict, ae_meta: CheckpointMeta, autoencoder: CropAutoencoder, root: Path) -> None:
-    """The autoencoder must encode as the one the dynamics model was trained on: the same encoder config and, when the
-    trainer recorded it, the same weights (sha256 of ``model.pt``) or the same encoder (`encoder_sha256`). A decoder
-    retrained on frozen latents (``mewm train autoencoder --decoder-only``) passes: its ``latents_of`` names the
-    autoencoder whose latents it decodes, and its encoder is checked to be that one's."""
+    """The autoencoder must encode as the one the dynamics model was trained on: the same encoder config and the
+    same latents (`encodes_like`)."""
     fix = (f"Use the autoencoder it was trained with, or re-train the dynamics model on this one: "
            f"`{TRAIN_COMMANDS['dynamics']}`.")
     keys = CropAutoencoder.ENCODER_KEYS
@@ -162,22 +177,12 @@ def _check_autoencoder(trained_on: dict, ae_meta: CheckpointMeta, autoencoder: C
         raise CheckpointNotFoundError(
             f"The dynamics model in {root / 'dynamics'} was trained on an autoencoder with config "
             f"{trained_on['config']}, but {root / 'autoencoder'} holds one with config {ae_meta.config}. {fix}")
-    expected = trained_on.get("weights_sha256")
-    if not expected:
-        return
     actual = hashlib.sha256((root / "autoencoder" / "model.pt").read_bytes()).hexdigest()
-    if actual == expected:
-        return
-    latents_of = ae_meta.extra.get("latents_of") or {}
-    recorded = {trained_on.get("encoder_sha256")}  # dynamics trainings since 2026-12-04 record the encoder
-    if latents_of.get("weights_sha256") == expected:  # a decoder retrained on the latents it was trained on
-        recorded.add(latents_of.get("encoder_sha256"))
-    if autoencoder.encoder_sha256() in recorded - {None}:
-        return
-    raise CheckpointNotFoundError(
-        f"The autoencoder weights in {root / 'autoencoder'} (sha256 {actual[:12]}…) are not the ones the dynamics "
-        f"model was trained on (sha256 {expected[:12]}…) and its encoder differs, so its latents mean something "
-        f"else. {fix}")
+    if not encodes_like(trained_on, actual, ae_meta, autoencoder):
+        raise CheckpointNotFoundError(
+            f"The autoencoder weights in {root / 'autoencoder'} (sha256 {actual[:12]}…) are not the ones the dynamics "
+            f"model was trained on (sha256 {trained_on['weights_sha256'][:12]}…) and its encoder differs, so its "
+            f"latents mean something else. {fix}")
 
 
 def load_world_model(weights_dir: str | os.PathLike | None = None, max_batch: int = 32,

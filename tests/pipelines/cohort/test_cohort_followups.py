@@ -89,3 +89,51 @@ def test_split_keeps_a_patients_rows_together_and_is_unchanged_for_one_row_per_p
     assert {patient_of(c) for c in grouped.val_ids} == set(plain.val_ids)
     assert not {patient_of(c) for c in grouped.val_ids} & {patient_of(c) for c in grouped.train_ids}
     assert len(grouped.val_ids) == 3 * len(plain.val_ids)
+
+
+def test_drug_matched_followups_keep_the_embolics_and_change_the_drugs(tmp_path):
+    from models.plan import Plan
+    from pipelines.cohort.counterfactual import regenerate_cohort
+    from pipelines.cohort.followups import choose_drug_matched
+    from pipelines.cohort.generate import generate_cohort
+    from pipelines.manifest import read_manifest
+
+    out = tmp_path / "seed12"
+    generate_cohort(n=3, seed=12, out=out, size=GRID, progress=False)
+    plain = write_followups(out, per_patient=1, seed=0, progress=False)
+    first = {r.case_id: r.plan for r in read_manifest(out / FOLLOWUPS_MANIFEST)}
+    report = write_followups(out, per_patient=1, drug_matched=2, seed=0, progress=False)
+    assert report.written == report.followups - plain.followups  # the first follow-ups were kept, not re-rendered
+    rows = read_manifest(out / FOLLOWUPS_MANIFEST)
+    observed = {r.case_id: r for r in read_manifest(out)}
+    cohort = regenerate_cohort(out)
+    for index, (cid, own) in enumerate(sorted(observed.items())):
+        mine = {r.case_id: r for r in rows if patient_of(r.case_id) == cid}
+        assert mine[followup_id(cid, 1)].plan == first[followup_id(cid, 1)]  # unchanged by drug_matched
+        administered = Plan.parse(own.plan)
+        expected = choose_drug_matched(administered, cohort.plans, [Plan.parse(first[followup_id(cid, 1)])], 2, 0,
+                                       index)
+        matched = [Plan.parse(mine[followup_id(cid, k)].plan) for k in range(2, 2 + len(expected))]
+        assert len(mine) == 2 + len(expected)
+        assert [p.key() for p in matched] == [p.key() for p in expected]
+        for plan in matched:
+            assert sorted(plan.embolics) == sorted(administered.embolics) and plan.drugs != administered.drugs
+    meta = json.loads((out / FOLLOWUPS_MANIFEST).with_suffix(".json").read_text())
+    assert meta["followups"]["drug_matched"] == 2
+    with pytest.raises(ValueError, match="drug_matched >= 0"):
+        write_followups(out, per_patient=1, drug_matched=-1, progress=False)
+
+
+def test_choose_drug_matched_takes_what_the_plan_space_has():
+    from models.plan import Plan
+    from pipelines.cohort.followups import choose_drug_matched
+    from pipelines.cohort.plan_space import cohort_plan_space
+
+    space = cohort_plan_space()
+    bland = Plan.from_agents(["PVA"])  # no other plan of the catalogue has PVA alone
+    assert choose_drug_matched(bland, space, [], 3, 0, 0) == []
+    lip_gs = Plan.from_agents(["Epirubicin", "Lipiodol", "Gelatin Sponge"])
+    picked = choose_drug_matched(lip_gs, space, [], 50, 0, 0)
+    same = [p for p in space if sorted(p.embolics) == ["Gelatin Sponge", "Lipiodol"]]
+    assert len(picked) == len(same) - 1 and lip_gs.key() not in {p.key() for p in picked}
+    assert choose_drug_matched(lip_gs, space, [], 3, 0, 5) == choose_drug_matched(lip_gs, space, [], 3, 0, 5)

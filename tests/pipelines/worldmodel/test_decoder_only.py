@@ -111,3 +111,37 @@ def test_the_world_model_takes_a_new_decoder_but_not_a_new_encoder(cohort, tmp_p
     save_checkpoint(root / "autoencoder", changed, kind="autoencoder", config=meta.config, extra=meta.extra)
     with pytest.raises(CheckpointNotFoundError, match="its encoder differs"):
         load_world_model(root)
+
+
+def test_dynamics_fine_tunes_on_a_new_decoder_but_not_on_a_new_encoder(cohort, autoencoder, tmp_path):
+    from wm_training_helpers import TINY_DYN
+
+    from pipelines.worldmodel.train import train_dynamics
+
+    kw = {"batch_size": 2, "progress": False, "schedule": FAST, "model_config": TINY_DYN}
+    base = train_dynamics(cohort, autoencoder, tmp_path / "dyn", steps=1, **kw)
+    decoder = train_autoencoder(cohort, tmp_path / "dec", steps=2, lr=1e-2, init_from=autoencoder,
+                                decoder_only=True, model_config=TINY_AE, **KW)
+    tuned = train_dynamics(cohort, decoder.out, tmp_path / "tuned", steps=1, init_from=base.out, **kw)
+    assert tuned.extra["autoencoder"]["encoder_sha256"] == base.extra["autoencoder"]["encoder_sha256"]
+    moved = train_autoencoder(cohort, tmp_path / "ae2", steps=2, lr=1e-2, init_from=autoencoder,
+                              model_config=TINY_AE, **KW)  # a full fine-tune: the encoder moves
+    with pytest.raises(ConfigError, match="another encoder"):
+        train_dynamics(cohort, moved.out, tmp_path / "x", steps=1, init_from=base.out, **kw)
+
+
+def test_encodes_like_known_answers():
+    from types import SimpleNamespace
+
+    from pipelines.worldmodel.weights import encodes_like
+
+    ae = SimpleNamespace(encoder_sha256=lambda: "E1")
+    plain, decoder = SimpleNamespace(extra={}), SimpleNamespace(extra={"latents_of": {"weights_sha256": "W0",
+                                                                                      "encoder_sha256": "E1"}})
+    assert encodes_like({}, "W9", plain, ae)  # nothing recorded (an old checkpoint): nothing to check
+    assert encodes_like({"weights_sha256": "W0"}, "W0", plain, ae)  # the same weights
+    assert encodes_like({"weights_sha256": "W0", "encoder_sha256": "E1"}, "W1", plain, ae)  # the same encoder
+    assert not encodes_like({"weights_sha256": "W0", "encoder_sha256": "E2"}, "W1", plain, ae)
+    assert encodes_like({"weights_sha256": "W0"}, "W1", decoder, ae)  # a decoder retrained on W0's latents
+    assert not encodes_like({"weights_sha256": "W0"}, "W1", decoder, SimpleNamespace(encoder_sha256=lambda: "E2"))
+    assert not encodes_like({"weights_sha256": "W5"}, "W1", decoder, ae)  # the decoder of another autoencoder

@@ -454,14 +454,14 @@ def test_bias_by_embolics_groups_the_pairs_by_the_plans_embolics(dynamics_report
 
 
 def test_within_patient_spearman_orders_each_patients_plans():
-    from pipelines.worldmodel.evaluate import _within_patient_spearman
+    from pipelines.worldmodel.evaluate import within_patient_spearman
 
     true = [-30.0, -10.0, 5.0]
     rows = [{"case_id": c, "true_viable_change_ml": t, "same": t, "reversed": -t, "flat": 1.0}
             for c in ("A", "B") for t in true]
-    assert _within_patient_spearman(rows, "same").mean == pytest.approx(1.0)
-    assert _within_patient_spearman(rows, "reversed").mean == pytest.approx(-1.0)
-    flat = _within_patient_spearman(rows, "flat")
+    assert within_patient_spearman(rows, "same").mean == pytest.approx(1.0)
+    assert within_patient_spearman(rows, "reversed").mean == pytest.approx(-1.0)
+    flat = within_patient_spearman(rows, "flat")
     assert flat.n == 0 and np.isnan(flat.mean)  # a constant prediction has no order: undefined, left out
 
 

@@ -196,6 +196,15 @@ PRECISION_HELP = ("compute dtype of the networks (default: [worldmodel] precisio
                   "times faster on CPUs with AMX / AVX512-BF16 and gives slightly different samples")
 
 
+def _add_sampling_arguments(parser: argparse.ArgumentParser, samples: int, seed_help: str) -> None:
+    """``--samples --seed --steps --guidance --weights`` of the commands that sample the world model."""
+    parser.add_argument("--samples", type=int, default=samples, help=f"samples per plan (default {samples})")
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
+    parser.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")
+    parser.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
+    parser.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mewm", description=f"MeWM Workbench command line. {DISCLAIMER}")
     p.add_argument("--config", help="TOML config file (default: $MEWM_CONFIG, else built-in defaults)")
@@ -295,12 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a sample case id, a cohort case folder (<cohort>/cases/<id>) or MANIFEST.csv#ID")
     sim.add_argument("--plan", required=True, action="append",
                      help='a plan, e.g. "Lobaplatin; Epirubicin; Lipiodol" (repeat for more plans)')
-    sim.add_argument("--samples", type=int, default=5, help="samples per plan (default 5)")
     sim.add_argument("--out", required=True, help="new output folder (NIfTI per plan and sample, simulation.json)")
-    sim.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same result)")
-    sim.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")
-    sim.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
-    sim.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
+    _add_sampling_arguments(sim, 5, "noise seed (same seed, same result)")
     sim.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(func=_cmd_simulate)
@@ -308,16 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     for model in ("dynamics", "segmentation"):
         ev = groups["eval"].add_parser(model, help=f"evaluate the world model's {model} on a held-out virtual cohort")
         ev.add_argument("--cohort", required=True, help="held-out cohort folder (mewm cohort generate, another seed)")
-        ev.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
         ev.add_argument("--out", help="JSON report (default: <weights>/<model>/evaluation.json)")
         ev.add_argument("--patients", type=int,
                         help="first N patients (default: 50 for dynamics, all for segmentation)")
         ev.add_argument("--plans", type=int, default=4,
                         help="plans per patient, the administered one included (default 4)")
-        ev.add_argument("--samples", type=int, default=3, help="samples per plan (default 3)")
-        ev.add_argument("--seed", type=int, default=0, help="plan choice, noise and C2ST seed")
-        ev.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")
-        ev.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
+        _add_sampling_arguments(ev, 3, "plan choice, noise and C2ST seed")
         if model == "dynamics":
             ev.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
             ev.add_argument("--without-labs", action="store_true",
@@ -331,13 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     ed = groups["eval"].add_parser("drugs", help="does the dynamics model separate drugs? plans differing only in "
                                                  "the drug, against the virtual cohort's truth")
     ed.add_argument("--cohort", required=True, help="held-out cohort folder (mewm cohort generate, another seed)")
-    ed.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
     ed.add_argument("--out", help="JSON report (default: <weights>/dynamics/drug_response.json)")
     ed.add_argument("--patients", type=int, default=30, help="first N patients (default 30)")
-    ed.add_argument("--samples", type=int, default=3, help="samples per plan (default 3)")
-    ed.add_argument("--seed", type=int, default=0, help="noise and bootstrap seed")
-    ed.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")
-    ed.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
+    _add_sampling_arguments(ed, 3, "noise and bootstrap seed")
     ed.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     ed.add_argument("--drugs", default=",".join(PROBE_DRUGS),
                     help=f"comma-separated drugs, one plan each (default: one per class, {','.join(PROBE_DRUGS)})")

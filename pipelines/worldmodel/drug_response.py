@@ -22,7 +22,8 @@ autoencoder ceiling and the segmenter ceiling (sharp true crops):
 - ``drug_effect_ml`` per drug: mean viable change relative to the no-drug plan (true / segmenter ceiling /
   autoencoder ceiling / simulated): whether the model knows how much each drug adds.
 
-The three headline figures come with 95% bootstrap intervals over patients.
+The three headline figures come with 95% bootstrap intervals over patients; `drug_response_figure` draws the
+per-drug effects and the drug contrasts (PNG beside the report).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from pipelines.worldmodel.report import (command_line, display_path, machine_inf
                                          update_card_section, write_report)
 from pipelines.worldmodel.weights import load_world_model
 
-__all__ = ["SOURCES", "card_text", "drug_figures", "evaluate_drug_response"]
+__all__ = ["SOURCES", "card_text", "drug_figures", "drug_response_figure", "evaluate_drug_response"]
 
 # (name in the report, key prefix of the `score_patient` rows)
 SOURCES = (("true", "true_"), ("segmenter_ceiling", "segmenter_ceiling_"), ("autoencoder_ceiling", "ceiling_"),
@@ -184,9 +185,63 @@ def evaluate_drug_response(cohort_dir: str | os.PathLike, weights_dir: str | os.
     }
     out = Path(out) if out is not None else world.weights_dir / "dynamics" / "drug_response.json"
     write_report(report, out)
+    figure = drug_response_figure(report)
+    figure.savefig(out.with_suffix(".png"))
+    _close(figure)
     if update_card:
         update_card_section(world.weights_dir / "dynamics" / "MODEL_CARD.md", "Drug response", card_text(report, out))
     return metrics.json_safe(report)
+
+
+COLOURS = {"true": "#222222", "segmenter_ceiling": "#7f7f7f", "autoencoder_ceiling": "#1f77b4",
+           "simulated": "#d62728"}
+
+
+def drug_response_figure(report: dict[str, Any]):
+    """A matplotlib figure of a drug-probe report: left, each drug's mean viable change against no drug (true,
+    ceilings, simulated); right, every (patient, drug) contrast simulated and through the autoencoder against the
+    truth (the drug-contrast Spearman's points)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (bars, scatter) = plt.subplots(1, 2, figsize=(10.0, 4.0), dpi=110)
+    effects = report["drug_effect_ml"]
+    x = np.arange(len(effects))
+    width = 0.8 / len(SOURCES)
+    for k, (source, _) in enumerate(SOURCES):
+        bars.bar(x + (k - (len(SOURCES) - 1) / 2) * width, [r[source] for r in effects], width,
+                 label=source.replace("_", " "), color=COLOURS[source])
+    bars.set_xticks(x, [r["drug"] for r in effects], rotation=20, fontsize=8)
+    bars.axhline(0, color="black", lw=0.6)
+    bars.set_ylabel("viable-tumour change vs no drug (ml)")
+    bars.set_title("Each drug's effect (mean over patients)", fontsize=9)
+    bars.legend(fontsize=7)
+    n = len(report["config"]["plans"])
+    patients = [report["pairs"][i:i + n] for i in range(0, len(report["pairs"]), n)]
+    true = [c for rows in patients for c in _contrasts(rows, "true_viable_change_ml")]
+    for source, prefix in (("autoencoder_ceiling", "ceiling_"), ("simulated", "pred_")):
+        name = "drug_contrast_spearman"
+        value = report["metrics"][name]["ceiling" if source != "simulated" else "value"]
+        scatter.scatter(true, [c for rows in patients for c in _contrasts(rows, f"{prefix}viable_change_ml")], s=10,
+                        alpha=0.6, color=COLOURS[source],
+                        label=f"{source.replace('_', ' ')} (Spearman {_fmt(value)})")
+    lim = max([abs(v) for v in true] + [1.0])
+    scatter.plot([-lim, lim], [-lim, lim], color="black", lw=0.6)
+    scatter.set_xlabel("true drug contrast (ml)")
+    scatter.set_ylabel("predicted drug contrast (ml)")
+    scatter.set_title("Viable change minus the patient's mean over its drugs", fontsize=9)
+    scatter.legend(fontsize=7)
+    fig.suptitle("Drug probe on a held-out virtual cohort (synthetic data; research use only)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _close(figure) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -219,5 +274,6 @@ def card_text(report: dict[str, Any], out: Path) -> str:
               f"- Patients: {report['config']['patients_evaluated']} of {report['config']['patients']} "
               f"({len(report['skipped'])} lesions too large for the crop)",
               f"- Machine: {machine['platform']}, {machine['cpu_count']} CPUs, torch {machine['torch']}; "
-              f"{report['timing_s']['total']:.0f} s; full report: `{out.name}`"]
+              f"{report['timing_s']['total']:.0f} s; full report: `{out.name}`, picture: "
+              f"`{out.with_suffix('.png').name}`"]
     return "\n".join(lines)

@@ -115,7 +115,9 @@ def test_drug_report_end_to_end(tiny_cohort, tiny_weights, tmp_path):
         assert rows[1]["true_viable_change_ml"] != rows[2]["true_viable_change_ml"]
     args = build_parser().parse_args(shlex.split(report["command"])[1:])  # the recorded command runs
     assert args.drugs == "Epirubicin,Mitomycin" and args.patients == 3
+    assert (tiny_weights / "dynamics" / "drug_response.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     card = (tiny_weights / "dynamics" / "MODEL_CARD.md").read_text()
+    assert "drug_response.png" in card
     assert card.count("## Drug response") == 1 and "| drug_contrast_spearman |" in card and "| Mitomycin |" in card
     assert main(["eval", "drugs", "--cohort", str(tiny_cohort), "--weights", str(tiny_weights), "--patients", "9",
                  "--quiet"]) == 2  # more patients than the cohort: a plain error

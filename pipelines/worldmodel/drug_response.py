@@ -66,10 +66,13 @@ def _contrast_spearman(patients: list[list[dict]], prefix: str) -> float:
     return metrics.spearman(pred, true)
 
 
+def _best_drug(rows: list[dict], prefix: str) -> int:
+    """Index (into the drugs) of the drug plan with the lowest ``<prefix>viable_change_ml`` (rows[0] is no drug)."""
+    return int(np.argmin([r[f"{prefix}viable_change_ml"] for r in rows[1:]]))
+
+
 def _best_drug_agreement(patients: list[list[dict]], prefix: str) -> float:
-    hits = [int(np.argmin([r[f"{prefix}viable_change_ml"] for r in rows[1:]])
-                == np.argmin([r["true_viable_change_ml"] for r in rows[1:]])) for rows in patients]
-    return float(np.mean(hits))
+    return float(np.mean([_best_drug(rows, prefix) == _best_drug(rows, "true_") for rows in patients]))
 
 
 def _within(patients: list[list[dict]], prefix: str) -> float:
@@ -110,10 +113,8 @@ def drug_figures(patients: list[list[dict]], drugs: tuple[str, ...], seed: int =
         for source, prefix in SOURCES:
             key = f"{prefix}viable_change_ml"
             row[source] = float(np.mean([rows[k][key] - rows[0][key] for rows in patients]))
-        row["best_share_true"] = float(np.mean([np.argmin([r["true_viable_change_ml"] for r in rows[1:]]) == k - 1
-                                                for rows in patients]))
-        row["best_share_simulated"] = float(np.mean([np.argmin([r["pred_viable_change_ml"] for r in rows[1:]])
-                                                     == k - 1 for rows in patients]))
+        for source, prefix in (("true", "true_"), ("simulated", "pred_")):
+            row[f"best_share_{source}"] = float(np.mean([_best_drug(rows, prefix) == k - 1 for rows in patients]))
         effects.append(row)
     return {"metrics": m, "drug_effect_ml": effects}
 

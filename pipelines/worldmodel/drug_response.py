@@ -252,7 +252,7 @@ def _fmt(value: Any, digits: int = 2) -> str:
 def card_text(report: dict[str, Any], out: Path) -> str:
     """Markdown of a drug-probe report: the headline figures and the per-drug effects."""
     m = report["metrics"]
-    lines = ["Plans that differ only in the drug (" + "; ".join(report["config"]["plans"]) + "), simulated per "
+    lines = ["Plans that differ only in the drug (" + " | ".join(report["config"]["plans"]) + "), simulated per "
              "held-out patient and scored against the simulator's counterfactual truth (synthetic data). "
              "Autoencoder ceiling: the true post crops through the autoencoder and segmenter; segmenter ceiling: "
              "the sharp true post crops through the segmenter.", "",

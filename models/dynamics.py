@@ -26,6 +26,7 @@ from torch import nn
 from models.clinical_encoder import ClinicalEncoder
 from models.plan import Plan
 from models.plan_encoder import PlanEncoder
+from models.response import ResponseEncoder
 
 __all__ = ["TumourDynamicsModel", "MASK_CHANNELS"]
 
@@ -47,13 +48,16 @@ class TumourDynamicsModel(nn.Module):
         spatial_dims: 3 for volumes.
         clinical_fields: covariates (`models.clinical_encoder.CLINICAL_FIELDS`) given to the model as one more
             context token after the plan tokens; empty (the default) = the CT and the plan only.
+        response_token: also read a response token (`models.response.ResponseEncoder`: the expected post-treatment
+            viable / necrosis / Lipiodol fractions) after the plan and labs tokens; sampling then needs the world
+            model's `models.response.ResponsePredictor`.
     """
 
     def __init__(self, latent_channels: int = 4, channels: Sequence[int] = (32, 64, 64),
                  attention_levels: Sequence[bool] = (False, True, True), num_res_blocks: int = 1,
                  num_head_channels: int = 32, norm_num_groups: int = 8, plan_dim: int = 64, max_agents: int = 6,
                  agents: Sequence[str] | None = None, classes: Sequence[str] | None = None,
-                 spatial_dims: int = 3, clinical_fields: Sequence[str] = ()) -> None:
+                 spatial_dims: int = 3, clinical_fields: Sequence[str] = (), response_token: bool = False) -> None:
         super().__init__()
         channels, attention_levels = tuple(int(c) for c in channels), tuple(bool(a) for a in attention_levels)
         if len(channels) != len(attention_levels):
@@ -73,6 +77,9 @@ class TumourDynamicsModel(nn.Module):
         self.clinical_encoder = ClinicalEncoder(clinical_fields, plan_dim) if clinical_fields else None
         if self.clinical_encoder is not None:  # absent from the config of a CT-and-plan model (older checkpoints)
             self.config["clinical_fields"] = list(self.clinical_encoder.fields)
+        self.response_encoder = ResponseEncoder(plan_dim) if response_token else None
+        if response_token:  # absent from the config of a model without it (older checkpoints)
+            self.config["response_token"] = True
         self.unet = DiffusionModelUNet(
             spatial_dims=spatial_dims, in_channels=2 * latent_channels + MASK_CHANNELS, out_channels=latent_channels,
             channels=channels, attention_levels=attention_levels, num_res_blocks=num_res_blocks,
@@ -80,22 +87,30 @@ class TumourDynamicsModel(nn.Module):
             cross_attention_dim=plan_dim, use_flash_attention=True,
         )
 
-    def encode_plans(self, plans: Sequence[Plan | None], covariates: Sequence | None = None) -> torch.Tensor:
+    def encode_plans(self, plans: Sequence[Plan | None], covariates: Sequence | None = None,
+                     responses: torch.Tensor | None = None, present: torch.Tensor | None = None) -> torch.Tensor:
         """Plans (``None`` = the null plan) → context ``(B, max_agents + 1, plan_dim)`` on the model's device.
 
         With ``clinical_fields``, one more token per row encodes ``covariates`` (B mappings or `Covariates`, ``None``
         = nothing known; ``covariates=None`` = nothing known for any row): ``(B, max_agents + 2, plan_dim)``. A
         model without clinical fields ignores ``covariates``.
+
+        With ``response_token``, one more token encodes ``responses`` ``(B, 3)`` (`models.response.RESPONSE_TARGETS`)
+        where ``present`` ``(B,)`` is 1 (default: all present; ``responses=None``: none known). A model without it
+        ignores them.
         """
         device = next(self.parameters()).device
         context = self.plan_encoder(self.plan_encoder.tokenize(plans).to(device))
-        if self.clinical_encoder is None:
-            return context
-        covariates = [None] * len(plans) if covariates is None else list(covariates)
-        if len(covariates) != len(plans):
-            raise ValueError(f"encode_plans: {len(covariates)} covariate rows for {len(plans)} plans.")
-        token = self.clinical_encoder(self.clinical_encoder.features(covariates).to(device))
-        return torch.cat([context, token.to(context.dtype)], dim=1)
+        tokens = [context]
+        if self.clinical_encoder is not None:
+            covariates = [None] * len(plans) if covariates is None else list(covariates)
+            if len(covariates) != len(plans):
+                raise ValueError(f"encode_plans: {len(covariates)} covariate rows for {len(plans)} plans.")
+            tokens.append(self.clinical_encoder(self.clinical_encoder.features(covariates).to(device)))
+        if self.response_encoder is not None:
+            features = ResponseEncoder.features(responses, present, len(plans))
+            tokens.append(self.response_encoder(features.to(device)))
+        return torch.cat([t.to(context.dtype) for t in tokens], dim=1) if len(tokens) > 1 else context
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, pre_latent: torch.Tensor, masks: torch.Tensor,
                 context: torch.Tensor) -> torch.Tensor:

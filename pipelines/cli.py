@@ -75,7 +75,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("`mewm train dynamics` needs --autoencoder DIR (made by `mewm train autoencoder`).")
         fields = [f.strip() for f in (args.clinical_fields or "").split(",") if f.strip()]
         report = train.train_dynamics(args.manifest, args.autoencoder, args.out, clinical_fields=fields,
-                                      prediction_type=args.prediction_type, **common)
+                                      prediction_type=args.prediction_type, response_token=args.response_token,
+                                      **common)
     elif args.model == "segmentation":
         if args.reconstructed_fraction is not None and not args.autoencoder:
             raise ConfigError("--reconstructed-fraction needs --autoencoder DIR (whose reconstructions to train on).")
@@ -103,6 +104,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                          tumour_weight=args.tumour_weight,
                                          model_config={**train.MODEL_CONFIGS["autoencoder"], **decoder}, **common)
     print(report.summary())
+    return 0
+
+
+def _cmd_train_response(args: argparse.Namespace) -> int:
+    from pipelines.worldmodel.response import train_response
+
+    fields = [f.strip() for f in (args.clinical_fields or "").split(",") if f.strip()]
+    report = train_response(args.manifest, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                            seed=args.seed, resume=args.resume, progress=not args.quiet, clinical_fields=fields)
+    print(report.summary())
+    for name, fig in report.extra["val_figures"].items():
+        print(f"  held-out {name}: Spearman {fig['spearman']:.3f}, mean abs. error {fig['mae']:.3f}")
+    return 0
+
+
+def _cmd_eval_response(args: argparse.Namespace) -> int:
+    from pipelines.config import load_config
+    from pipelines.worldmodel.response_eval import evaluate_response
+
+    weights = args.weights or load_config(args.config).worldmodel.weights_dir
+    report = evaluate_response(args.cohort, weights, patients=args.patients, out=args.out,
+                               progress=not args.quiet)
+    for line in report["summary"]:
+        print(line)
     return 0
 
 
@@ -266,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "vascular_invasion); default: the CT and the plan only")
             tr.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default="epsilon",
                             help="what the denoiser predicts: the noise (epsilon, default) or v (v_prediction)")
+            tr.add_argument("--response-token", action="store_true",
+                            help="also condition on the pair's measured response (teacher forcing); sampling then "
+                                 "needs a response predictor beside the weights (`mewm train response`)")
         if model == "segmentation":
             tr.add_argument("--reconstructed-fraction", type=float,
                             help="share of training crops replaced by their autoencoder reconstruction "
@@ -342,6 +370,29 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"comma-separated embolics every probe plan shares (default: {','.join(PROBE_EMBOLICS)})")
     ed.add_argument("--quiet", action="store_true", help="no progress bar")
     ed.set_defaults(func=_cmd_eval_drugs)
+
+    tres = groups["train"].add_parser("response", help="train the world model's response predictor (expected "
+                                                       "viable / necrosis / Lipiodol fractions under a plan)")
+    tres.add_argument("--manifest", required=True, help="cohort manifest.csv (or its folder) with pre/post pairs")
+    tres.add_argument("--out", required=True, help="output directory (checkpoint, MODEL_CARD.md, train_log.jsonl)")
+    tres.add_argument("--clinical-fields", help="also read these covariates, comma-separated "
+                      "(models.clinical_encoder.CLINICAL_FIELDS); default: the CT and the plan only")
+    tres.add_argument("--steps", type=int, help="optimiser steps (default worldmodel.response.RESPONSE_DEFAULTS)")
+    tres.add_argument("--batch-size", type=int, help="batch size (default 64)")
+    tres.add_argument("--lr", type=float, help="learning rate (default 0.002)")
+    tres.add_argument("--seed", type=int, default=0, help="random seed (same seed, same weights)")
+    tres.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    tres.add_argument("--quiet", action="store_true", help="no progress bar")
+    tres.set_defaults(func=_cmd_train_response)
+
+    eres = groups["eval"].add_parser("response", help="evaluate the response predictor against the virtual "
+                                                      "cohort's counterfactual truth")
+    eres.add_argument("--cohort", required=True, help="held-out cohort folder (mewm cohort generate, another seed)")
+    eres.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
+    eres.add_argument("--out", help="JSON report (default: <weights>/response/evaluation.json)")
+    eres.add_argument("--patients", type=int, help="first N patients (default: all)")
+    eres.add_argument("--quiet", action="store_true", help="no progress bar")
+    eres.set_defaults(func=_cmd_eval_response)
 
     bd = groups["bench"].add_parser("dynamics", help="samples/s batched vs one at a time, passes per plan, memory")
     bd.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")

@@ -422,6 +422,8 @@ class LatentBatch:
         masks: ``(B, 2, x, y, z)`` tumour and change-region fractions at latent resolution.
         plans: the ``B`` administered plans.
         covariates: the ``B`` patients' manifest covariates (name → value; empty when the manifest has none).
+        responses: ``(B, 3)`` measured responses of the pairs (`pipelines.worldmodel.response.measured_response`),
+            or ``None`` when not asked for.
     """
 
     pre: torch.Tensor
@@ -429,6 +431,7 @@ class LatentBatch:
     masks: torch.Tensor
     plans: list[Plan]
     covariates: list[dict[str, Any]] = field(default_factory=list)
+    responses: torch.Tensor | None = None
 
 
 class LatentPairs(Dataset):
@@ -441,20 +444,21 @@ class LatentPairs(Dataset):
     """
 
     def __init__(self, pre: torch.Tensor, post: torch.Tensor, masks: torch.Tensor, plans: list[Plan],
-                 case_ids: list[str], covariates: list[dict[str, Any]] | None = None) -> None:
+                 case_ids: list[str], covariates: list[dict[str, Any]] | None = None,
+                 responses: torch.Tensor | None = None) -> None:
         covariates = [{} for _ in case_ids] if covariates is None else covariates
         if not (pre.shape == post.shape and pre.shape[0] == masks.shape[0] == len(plans) == len(case_ids)
-                == len(covariates)):
+                == len(covariates)) or (responses is not None and responses.shape[0] != len(plans)):
             raise ValueError(f"LatentPairs: inconsistent sizes pre {tuple(pre.shape)}, post {tuple(post.shape)}, "
                              f"masks {tuple(masks.shape)}, {len(plans)} plans, {len(case_ids)} case ids, "
                              f"{len(covariates)} covariate rows.")
         self.pre, self.post, self.masks, self.plans, self.case_ids = pre, post, masks, plans, case_ids
-        self.covariates = covariates
+        self.covariates, self.responses = covariates, responses
 
     @classmethod
     def from_cache(cls, cache: CropCache, autoencoder: torch.nn.Module, indices: Sequence[int] | None = None, *,
                    change_margin_mm: float, weights_key: str, batch_size: int = 8,
-                   covariates: Mapping[str, dict[str, Any]] | None = None,
+                   covariates: Mapping[str, dict[str, Any]] | None = None, responses: bool = False,
                    progress: bool | ProgressFn | None = None) -> "LatentPairs":
         """Encode (or read back) the latents of the chosen cases of ``cache``.
 
@@ -463,6 +467,8 @@ class LatentPairs(Dataset):
             change_margin_mm: margin of `pipelines.worldmodel.regions.change_region`.
             weights_key: identifies the autoencoder's weights (e.g. a hash of its ``model.pt``).
             covariates: case id → covariates (e.g. the manifest's columns); cases not in it get none.
+            responses: also measure each pair's response from its crop labels (a dynamics model with a response
+                token is teacher-forced with it).
 
         Raises:
             ManifestError: a chosen case has no plan (the dynamics model is conditioned on it).
@@ -480,8 +486,15 @@ class LatentPairs(Dataset):
         sel = torch.tensor(indices)
         plans = [Plan.parse(cache.entries[i]["plan"]) for i in indices]
         ids = [cache.entries[i]["case_id"] for i in indices]
+        measured = None
+        if responses:
+            from pipelines.worldmodel.response import measured_response
+
+            labels = (cache.load(i) for i in indices)
+            measured = torch.tensor([measured_response(e["pre_labels"], e["post_labels"]) for e in labels],
+                                    dtype=torch.float32).reshape(len(indices), -1)
         return cls(saved["pre"][sel], saved["post"][sel], saved["masks"][sel], plans, ids,
-                   [dict((covariates or {}).get(c) or {}) for c in ids])
+                   [dict((covariates or {}).get(c) or {}) for c in ids], measured)
 
     def __len__(self) -> int:
         return self.pre.shape[0]
@@ -491,7 +504,8 @@ class LatentPairs(Dataset):
 
     def _batch(self, idx: torch.Tensor) -> LatentBatch:
         return LatentBatch(self.pre[idx], self.post[idx], self.masks[idx], [self.plans[int(i)] for i in idx],
-                           [self.covariates[int(i)] for i in idx])
+                           [self.covariates[int(i)] for i in idx],
+                           None if self.responses is None else self.responses[idx])
 
     def sample_batch(self, batch_size: int, generator: torch.Generator) -> LatentBatch:
         """``batch_size`` pairs drawn with replacement from ``generator``."""

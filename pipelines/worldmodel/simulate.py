@@ -6,6 +6,8 @@
 2. crop the case with `pipelines.preprocess.preprocess_case` at the spacing and size the dynamics model was trained
    on; a lesion larger than that crop gets the smallest larger crop that holds it (`fitting_crop`, flagged in the
    result), up to ``WorldModel.max_crop_voxels``;
+   A dynamics model with a response token (`models.response`) gets each plan's expected response from the world
+   model's response predictor, computed on this crop (`predicted_responses`; reported per plan);
 3. encode the pre-treatment crop once; build the tumour / change-region masks at latent resolution
    (`pipelines.worldmodel.regions.latent_masks`, the trainer's own function);
 4. ONE batched DDIM loop (MONAI ``DDIMScheduler``, η = 0) over all P plans × T samples, with classifier-free guidance
@@ -36,17 +38,19 @@ from monai.networks.schedulers import DDIMScheduler
 from scipy import ndimage
 
 from models.clinical_encoder import clinical_values
-from models.errors import EmptyMaskError, LesionTooLargeError, PlanValidationError
+from models.errors import CheckpointNotFoundError, EmptyMaskError, LesionTooLargeError, PlanValidationError
 from models.plan import Plan
+from models.response import RESPONSE_TARGETS
 from pipelines.case import Case
 from pipelines.preprocess import CropSample, lesion_components, paste_back, preprocess_case, unwindow_hu, window_hu
 from pipelines.progress import ProgressFn
 from pipelines.volume import LABELS, Volume
 from pipelines.worldmodel.metrics import json_safe
 from pipelines.worldmodel.regions import change_region, latent_masks
+from pipelines.worldmodel.response import lesion_features
 from pipelines.worldmodel.weights import WorldModel
 
-__all__ = ["STRUCTURES", "EDGE_SIGMA_VOXELS", "DECODE_BATCH", "StructureSummary", "PlanSimulation", "PastedSample",
+__all__ = ["predicted_responses", "STRUCTURES", "EDGE_SIGMA_VOXELS", "DECODE_BATCH", "StructureSummary", "PlanSimulation", "PastedSample",
            "SimulationResult", "simulate", "decode_and_segment", "segment_in_region", "parse_plans", "sample_noise",
            "crop_sizes", "fitting_crop"]
 
@@ -83,6 +87,8 @@ class PlanSimulation:
         volumes: structure name (`STRUCTURES`) → ``(T,)`` volumes in ml.
         changes: structure name → ``(T,)`` change from the pre-treatment crop in ml (negative = shrinkage).
         summary: structure name → `StructureSummary` (mean ± sd over the samples).
+        response: with a response-token model, the response predictor's expected fractions of the pre-treatment
+            lesion (`models.response.RESPONSE_TARGETS` → value) the samples were conditioned on; else ``None``.
     """
 
     plan: Plan
@@ -91,12 +97,14 @@ class PlanSimulation:
     volumes: dict[str, np.ndarray]
     changes: dict[str, np.ndarray]
     summary: dict[str, StructureSummary]
+    response: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"plan": self.plan.canonical(), "definition": self.plan.to_dict(),
                 "volumes_ml": {k: v.tolist() for k, v in self.volumes.items()},
                 "change_ml": {k: v.tolist() for k, v in self.changes.items()},
-                "summary": {k: vars(s) for k, s in self.summary.items()}}
+                "summary": {k: vars(s) for k, s in self.summary.items()},
+                "predicted_response": self.response}
 
 
 @dataclass(frozen=True)
@@ -424,6 +432,17 @@ def _clinical_inputs(world: WorldModel, case: Case) -> dict[str, Any]:
     return {name: getattr(case.covariates, name, None) if known else None for name, known in zip(fields, present)}
 
 
+def predicted_responses(world: WorldModel, case: Case, pre: torch.Tensor, pre_labels: np.ndarray,
+                        plans: Sequence[Plan], voxel_ml: float) -> torch.Tensor:
+    """The response predictor's expected responses ``(P, 3)`` for ``plans`` from the windowed pre crop ``pre``
+    ``(1, 1, X, Y, Z)``, its labels and the case's covariates."""
+    if world.response is None:
+        raise CheckpointNotFoundError(f"The dynamics model in {world.weights_dir / 'dynamics'} reads a response token "
+                                      "but no response predictor is loaded; make one with `mewm train response`.")
+    features = lesion_features(unwindow_hu(pre[0, 0]).numpy(), pre_labels, voxel_ml)
+    return world.response.predict([features] * len(plans), [case.covariates] * len(plans), plans)
+
+
 @torch.no_grad()
 def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan | str, samples: int = 5,
              seed: int = 0, steps: int = 25, guidance: float = 2.0,
@@ -470,6 +489,11 @@ def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan |
     pre_labels = crop.labels[0].cpu().numpy().astype(np.uint8)
     region = change_region(pre_labels, world.change_margin_mm, crop.spacing)
     masks = latent_masks(pre_labels, world.autoencoder.downsampling, crop.spacing, world.change_margin_mm)
+    voxel_ml = float(np.prod(crop.spacing)) / 1000.0
+    responses = None
+    if world.dynamics.response_encoder is not None:  # the plan rows get the predicted response, the null row none
+        responses = predicted_responses(world, case, pre, pre_labels, plan_list, voxel_ml)
+        plan_context = world.dynamics.encode_plans(plan_list, [clinical] * len(plan_list), responses)
     timings["crop"] = time.perf_counter() - start
 
     # 3. encode the pre crop once
@@ -499,7 +523,6 @@ def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan |
     crop_labels = crop_labels_t.numpy()
 
     # 7. volumes per plan and sample, mean ± sd per plan
-    voxel_ml = float(np.prod(crop.spacing)) / 1000.0
     pre_volumes = {k: float(v) for k, v in _volumes(pre_labels, voxel_ml).items()}
     results = []
     for i, plan in enumerate(plan_list):
@@ -508,7 +531,8 @@ def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan |
         results.append(PlanSimulation(
             plan=plan, crops_hu=crops_hu[rows], labels=crop_labels[rows], volumes=volumes,
             changes={k: v - pre_volumes[k] for k, v in volumes.items()},
-            summary={k: _summary(pre_volumes[k], v) for k, v in volumes.items()}))
+            summary={k: _summary(pre_volumes[k], v) for k, v in volumes.items()},
+            response=None if responses is None else dict(zip(RESPONSE_TARGETS, map(float, responses[i])))))
     timings["total"] = time.perf_counter() - start
     rows_per_step = len(plan_list) * samples * (2 if guidance != 1.0 else 1)
     return SimulationResult(

@@ -75,6 +75,8 @@ DDPM_SCHEDULER = {"name": "DDPMScheduler", "num_train_timesteps": 1000, "schedul
 VAL_BATCH = 4
 # `train_autoencoder` ``decoder_only``: the weights that learn (the rest decides the latents and stays frozen).
 DECODER_PREFIXES = ("net.decoder.", "net.post_quant_conv.")
+# `train_dynamics` ``response_token`` with ``init_from`` a model without one: the weights that start fresh.
+RESPONSE_PREFIXES = ("response_encoder.",)
 # `train_autoencoder` ``tumour_weight``: the weighted region is the tumour grown by this many voxels (2 mm each).
 TUMOUR_WEIGHT_DILATION = 2
 LIMITATIONS = ("Trained on the synthetic virtual cohort only; not validated on real CT; research use only. "
@@ -591,7 +593,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                    change_margin_mm: float = DEFAULT_CHANGE_MARGIN_MM, cache_dir: str | os.PathLike | None = None,
                    schedule: dict[str, int] | None = None, device: str = "cpu", amp: bool = False,
                    init_from: str | os.PathLike | None = None,
-                   clinical_fields: Sequence[str] = (), prediction_type: str = "epsilon") -> TrainReport:
+                   clinical_fields: Sequence[str] = (), prediction_type: str = "epsilon",
+                   response_token: bool = False) -> TrainReport:
     """Train the latent dynamics model (`models.dynamics.TumourDynamicsModel`) on a trained autoencoder's latents.
 
     The crops are made with the autoencoder's own crop geometry (its ``extra["crop"]``). The checkpoint's ``extra``
@@ -612,6 +615,10 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
             (``v = √ᾱ ε − √(1−ᾱ) x₀``, Salimans & Ho 2022, https://arxiv.org/abs/2202.00512: the high-noise steps,
             which set a sample's overall brightness, carry weight in the loss). Recorded in
             ``extra["scheduler"]``; the sampler's DDIM scheduler follows it.
+        response_token: also condition on each pair's measured response (`models.response`; teacher forcing):
+            present only where the plan is kept, and then blanked with probability ``cond_drop_prob``. Sampling
+            needs a response predictor beside the weights (`mewm train response`). With ``init_from`` a model
+            without the token, the token's encoder starts from zero and every other weight carries over.
         Others as `train_autoencoder` (defaults `DEFAULTS["dynamics"]`).
 
     Raises:
@@ -642,6 +649,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
               **(model_config if model_config is not None else MODEL_CONFIGS["dynamics"])}
     if clinical_fields:
         config["clinical_fields"] = list(clinical_fields)
+    if response_token:
+        config["response_token"] = True
     if config["latent_channels"] != latent_channels:
         raise ConfigError(f"The dynamics model's latent_channels={config['latent_channels']} differs from the "
                           f"autoencoder's {latent_channels} in {autoencoder_dir}.")
@@ -650,6 +659,11 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
         saved_ae = (read_checkpoint_meta(init_from, kind="dynamics", command=f"mewm train dynamics --out {init_from}")
                     .extra.get("autoencoder") or {})
         theirs = f"sha256 {str(saved_ae.get('weights_sha256'))[:12]}…"
+        new_token = {}
+        if response_token:  # a model without the token may start it: every other config key must agree
+            with torch.random.fork_rng(devices=[]):
+                keys = tuple(k for k in TumourDynamicsModel(**config).config if k != "response_token")
+            new_token = {"compare": keys, "fresh": RESPONSE_PREFIXES}
         start, init = _init_from(
             "dynamics", init_from, lambda c: TumourDynamicsModel(**c), config,
             {"spacing": list(crop.spacing), "size": list(crop.crop_size),
@@ -657,12 +671,14 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
             more={"autoencoder": (theirs, theirs if encodes_like(saved_ae, ae_weights, ae_meta, autoencoder)
                                   else f"sha256 {ae_weights[:12]}… with another encoder (other latents)",
                                   f"Pass the autoencoder it was trained with (--autoencoder {saved_ae.get('dir')}) "
-                                  "or one with its encoder (`mewm train autoencoder --decoder-only`).")})
+                                  "or one with its encoder (`mewm train autoencoder --decoder-only`).")},
+            **new_token)
     cache, split = _prepare(manifest, crop, cache_dir, progress)
     covariates = ({r.case_id: r.covariates for r in read_manifest(cache.manifest, check_files=False)}
                   if config.get("clinical_fields") else None)
     train, val = (LatentPairs.from_cache(cache, autoencoder, part, change_margin_mm=change_margin_mm,
-                                         weights_key=ae_weights, covariates=covariates, progress=progress)
+                                         weights_key=ae_weights, covariates=covariates, progress=progress,
+                                         responses=response_token)
                   for part in (split.train, split.val))
 
     # 2. scheduler and loss
@@ -678,9 +694,14 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
         if model.clinical_encoder is not None:  # drawn only then, so a CT-and-plan run keeps its random stream
             known = torch.rand(b, generator=generator) >= cond_drop_prob if drop else torch.ones(b, dtype=torch.bool)
             covariates = [c if k else None for c, k in zip(batch.covariates, known.tolist())]
+        present = None
+        if model.response_encoder is not None:  # only with the plan, and blanked like the labs
+            known = torch.rand(b, generator=generator) >= cond_drop_prob if drop else torch.ones(b, dtype=torch.bool)
+            present = (keep & known).float()
         # drawn on the CPU with the CPU generator (same stream on every device), then moved
         batch, t, noise = to_device((batch, t, noise), model_device(model))
-        context = model.encode_plans([p if k else None for p, k in zip(batch.plans, keep.tolist())], covariates)
+        context = model.encode_plans([p if k else None for p, k in zip(batch.plans, keep.tolist())], covariates,
+                                     batch.responses if present is not None else None, present)
         x_t = scheduler.add_noise(original_samples=batch.post, noise=noise, timesteps=t)
         target = noise if prediction_type == "epsilon" else scheduler.get_velocity(batch.post, noise, t)
         return F.mse_loss(model(x_t, t, batch.pre, batch.masks, context), target)
@@ -700,6 +721,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
         command += f" --clinical-fields {','.join(config['clinical_fields'])}"
     if prediction_type != "epsilon":
         command += f" --prediction-type {prediction_type}"
+    if response_token:
+        command += " --response-token"
     extra = {"scheduler": dict(scheduler_config),
              "crop": {"spacing": list(crop.spacing), "size": list(crop.crop_size),
                       "change_margin_mm": float(change_margin_mm)},
@@ -711,7 +734,10 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
     more = {"init_from": init["weights_sha256"]} if init else {}
     if prediction_type != "epsilon":  # (absent for ε, so older runs stay resumable)
         more["prediction_type"] = prediction_type
-    report = train_loop(lambda: _started(TumourDynamicsModel(**config), start), batch_loss, val_loss,
+    if response_token:
+        more["response_token"] = True
+    partial = RESPONSE_PREFIXES if init and init.get("fresh") else ()
+    report = train_loop(lambda: _started(TumourDynamicsModel(**config), start, partial), batch_loss, val_loss,
                         settings=settings, out=out, kind="dynamics",
                         identity=_identity(cache, split, autoencoder=ae_weights, cond_drop_prob=cond_drop_prob,
                                            change_margin_mm=change_margin_mm, **more),
@@ -728,6 +754,10 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                      f"change-region margin {change_margin_mm:g} mm; autoencoder {autoencoder_dir}"
                      + (f"; also conditioned on the covariates {', '.join(config['clinical_fields'])} (one context "
                         f"token, blanked to unknown with probability {cond_drop_prob})"
-                        if config.get("clinical_fields") else ""))
+                        if config.get("clinical_fields") else "")
+                     + ("; and on the pair's measured response (viable, necrosis, Lipiodol fractions of the "
+                        "pre-treatment lesion; one context token, present only with the plan and blanked with "
+                        f"probability {cond_drop_prob}; sampled with the response predictor's)"
+                        if response_token else ""))
     return report
 

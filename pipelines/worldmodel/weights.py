@@ -35,6 +35,7 @@ from pipelines.progress import ProgressFn
 from pipelines.worldmodel.crops import CropConfig
 
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
+    from models.response import ResponsePredictor
     from models.plan import Plan
     from pipelines.case import Case
     from pipelines.worldmodel.simulate import SimulationResult
@@ -46,6 +47,7 @@ TRAIN_COMMANDS: dict[str, str] = {
     "autoencoder": "mewm train autoencoder --manifest M --out DIR/autoencoder",
     "segmentation": "mewm train segmentation --manifest M --out DIR/segmentation",
     "dynamics": "mewm train dynamics --manifest M --autoencoder DIR/autoencoder --out DIR/dynamics",
+    "response": "mewm train response --manifest M --out DIR/response",
 }
 # Compute dtypes of `WorldModel.precision`.
 PRECISIONS = ("float32", "bfloat16")
@@ -71,6 +73,8 @@ class WorldModel:
             (`torch.autocast`; the DDIM update, HU and volumes stay float32). bfloat16 is several times faster on
             CPUs with native bfloat16 units (Intel AMX / AVX512-BF16) and gives slightly different samples (its
             evaluation is in the dynamics card); float32 gives the same figures on any machine.
+        response: the `models.response.ResponsePredictor` of a dynamics model with a response token (``response/``
+            in the weights folder), else ``None``.
         max_crop_voxels: largest crop side (voxels) `simulate` may enlarge the training crop to when a lesion does
             not fit in it (in steps of `crop_step`, same spacing); equal to the training crop size to disable.
     """
@@ -86,6 +90,7 @@ class WorldModel:
     max_crop_voxels: int = 96
     precision: str = "float32"
     metas: dict[str, CheckpointMeta] = field(default_factory=dict, repr=False)
+    response: "ResponsePredictor | None" = None
 
     @property
     def crop_step(self) -> int:
@@ -240,7 +245,27 @@ def load_world_model(weights_dir: str | os.PathLike | None = None, max_batch: in
             raise CheckpointNotFoundError(
                 f"The dynamics model's crop size {crop.crop_size} is not divisible by {divisor}, which the "
                 f"{name} network needs. Re-make it with `{TRAIN_COMMANDS[name]}` for that crop size.")
+    metas = {"autoencoder": ae_meta, "dynamics": dyn_meta, "segmentation": seg_meta}
+    response = None
+    if dynamics.response_encoder is not None:  # the token is sampled with the predictor's response, never blank
+        response, metas["response"] = _load_response(root, crop)
     return WorldModel(autoencoder=autoencoder, dynamics=dynamics, segmenter=segmenter, crop=crop,
                       change_margin_mm=margin, scheduler=scheduler, weights_dir=root, max_batch=int(max_batch),
-                      max_crop_voxels=int(max_crop_voxels), precision=precision,
-                      metas={"autoencoder": ae_meta, "dynamics": dyn_meta, "segmentation": seg_meta})
+                      max_crop_voxels=int(max_crop_voxels), precision=precision, metas=metas, response=response)
+
+
+def _load_response(root: Path, crop: CropConfig):
+    """The response predictor a dynamics model with a response token needs, checked to read crops of its spacing."""
+    from pipelines.worldmodel.response import load_response_predictor
+
+    if not (root / "response").is_dir():
+        raise CheckpointNotFoundError(
+            f"The dynamics model in {root / 'dynamics'} reads a response token, but {root} has no response/ "
+            f"predictor to give it one. Make it with `{TRAIN_COMMANDS['response']}`.")
+    model, meta = load_response_predictor(root / "response")
+    spacing = (meta.extra.get("crop") or {}).get("spacing")
+    if spacing is not None and tuple(float(s) for s in spacing) != crop.spacing:
+        raise CheckpointNotFoundError(
+            f"The response predictor in {root / 'response'} was trained on {tuple(spacing)} mm crops but the dynamics "
+            f"model simulates {crop.spacing} mm crops. Re-make it: `{TRAIN_COMMANDS['response']}`.")
+    return model, meta

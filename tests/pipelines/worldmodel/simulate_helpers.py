@@ -56,11 +56,13 @@ def _perturb(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model
 
 
-def write_tiny_weights(root: Path, autoencoder_config: dict | None = None, clinical_fields=()) -> Path:
+def write_tiny_weights(root: Path, autoencoder_config: dict | None = None, clinical_fields=(),
+                       response_token: bool = False) -> Path:
     """``root/{autoencoder,dynamics,segmentation}`` tiny checkpoints (seeded, so every call writes the same).
 
     ``autoencoder_config``: save the autoencoder with this config instead (the dynamics model still records the
     standard one), to make an incompatible pair. ``clinical_fields``: a dynamics model that also reads these.
+    ``response_token``: a dynamics model with a response token, and a tiny response predictor in ``root/response``.
     """
     torch.manual_seed(0)  # constructors draw their initial weights from the global generator
     crop_extra = {"crop": {"spacing": CROP["spacing"], "size": CROP["size"]}}
@@ -68,13 +70,19 @@ def write_tiny_weights(root: Path, autoencoder_config: dict | None = None, clini
     save_checkpoint(root / "autoencoder", _perturb(ae, 1), kind="autoencoder", config=ae.config, extra=crop_extra)
     sha = hashlib.sha256((root / "autoencoder" / "model.pt").read_bytes()).hexdigest()
     dyn = TumourDynamicsModel(latent_channels=AUTOENCODER["latent_channels"], **DYNAMICS,
-                              clinical_fields=clinical_fields)
+                              clinical_fields=clinical_fields, response_token=response_token)
     extra = {"scheduler": dict(SCHEDULER), "crop": {**crop_extra["crop"], "change_margin_mm": MARGIN_MM},
              "autoencoder": {"config": ae.config, "weights_sha256": sha}}
     save_checkpoint(root / "dynamics", _perturb(dyn, 2), kind="dynamics", config=dyn.config, extra=extra)
     seg = CropSegmenter(**SEGMENTER)
     save_checkpoint(root / "segmentation", _perturb(seg, 3), kind="segmentation", config=seg.config,
                     extra=crop_extra)
+    if response_token:
+        from models.response import ResponsePredictor
+
+        predictor = ResponsePredictor(plan_dim=4, hidden=8, clinical_fields=("afp",))
+        save_checkpoint(root / "response", _perturb(predictor, 4), kind="response", config=predictor.config,
+                        extra=crop_extra)
     if autoencoder_config is not None:
         other = CropAutoencoder(**autoencoder_config)
         save_checkpoint(root / "autoencoder", other, kind="autoencoder", config=other.config, extra=crop_extra)

@@ -50,7 +50,8 @@ from pipelines.worldmodel.regions import change_region, latent_masks
 from pipelines.worldmodel.response import lesion_features
 from pipelines.worldmodel.weights import WorldModel
 
-__all__ = ["predicted_responses", "STRUCTURES", "EDGE_SIGMA_VOXELS", "DECODE_BATCH", "StructureSummary", "PlanSimulation", "PastedSample",
+__all__ = ["predicted_responses",
+           "STRUCTURES", "EDGE_SIGMA_VOXELS", "DECODE_BATCH", "StructureSummary", "PlanSimulation", "PastedSample",
            "SimulationResult", "simulate", "decode_and_segment", "segment_in_region", "parse_plans", "sample_noise",
            "crop_sizes", "fitting_crop"]
 

@@ -19,6 +19,7 @@ __all__ = ["SamplingSettings", "plan_inputs", "sampling_controls", "simulation_v
            "volume_change_frame"]
 
 N_SUGGESTED_DEFAULT = 2  # suggestions selected when the page first opens
+RESPONSE_LABELS = {"viable": "viable", "necrosis": "necrosis", "lipiodol": "Lipiodol"}  # models.response targets
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,9 @@ def volume_change_frame(result: SimulationResult) -> pd.DataFrame:
             sd = f" ± {s.sd_change_ml:.2f}" if math.isfinite(s.sd_change_ml) else ""
             row[f"{name.replace('_', ' ').capitalize()} change (ml)"] = f"{s.mean_change_ml:+.2f}{sd}"
         row["Viable tumour after (ml)"] = round(sim.summary["viable_tumour"].mean_ml, 2)
+        if sim.response is not None:  # the response predictor's expectation the samples were conditioned on
+            for target, label in RESPONSE_LABELS.items():
+                row[f"Predicted {label} (% of lesion)"] = round(100.0 * sim.response[target], 1)
         rows.append(row)
     return pd.DataFrame(rows)
 

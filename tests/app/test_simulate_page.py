@@ -74,3 +74,19 @@ def test_simulation_renders_slices_chart_and_table(app_env, tiny_weights, monkey
     assert result.samples == 2 and result.steps == 2 and result.case_id == "liver01"
     at.slider(key="simulate.sample").set_value(2).run()
     assert not at.exception and len(at.image) == 2
+
+
+def test_a_response_token_model_shows_the_predicted_response(app_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEWM_WORLDMODEL__WEIGHTS_DIR", str(write_tiny_weights(tmp_path, response_token=True)))
+    at = _simulate_page("liver01")
+    at.multiselect(key="simulate.suggested").set_value([])
+    at.text_input(key="simulate.plan_text").input("Epirubicin; Lipiodol")
+    at.number_input(key="simulate.samples").set_value(1)
+    at.number_input(key="simulate.steps").set_value(2)
+    at.button(key="simulate.run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    table = at.dataframe[0].value
+    _, result = at.session_state["mewm.simulation"]
+    response = result.plans[0].response
+    for target, label in (("viable", "viable"), ("necrosis", "necrosis"), ("lipiodol", "Lipiodol")):
+        assert table[f"Predicted {label} (% of lesion)"][0] == pytest.approx(100 * response[target], abs=0.05)

@@ -189,8 +189,8 @@ def _cmd_eval_drugs(args: argparse.Namespace) -> int:
                                     samples=args.samples, seed=args.seed, steps=args.steps, guidance=args.guidance,
                                     precision=args.precision or config.precision, drugs=drugs, embolics=embolics,
                                     out=args.out, progress=not args.quiet)
-    print(json.dumps({k: {key: v[key] for key in ("value", "interval_95", "ceiling", "segmenter_ceiling")}
-                      for k, v in report["metrics"].items()}, indent=2))
+    shown = ("value", "interval_95", "ceiling", "segmenter_ceiling", "response_token")
+    print(json.dumps({k: {key: v[key] for key in shown if key in v} for k, v in report["metrics"].items()}, indent=2))
     for r in report["drug_effect_ml"]:
         print(f"{r['drug']}: viable change vs no drug {r['simulated']:+.1f} ml simulated, {r['true']:+.1f} ml true")
     return 0

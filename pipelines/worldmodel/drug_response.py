@@ -41,7 +41,8 @@ from pipelines.manifest import load_manifest_case, read_manifest
 from pipelines.progress import ProgressFn, resolve_progress
 from pipelines.worldmodel import metrics
 from pipelines.worldmodel.drug_probe import PROBE_DRUGS, PROBE_EMBOLICS, probe_plans
-from pipelines.worldmodel.evaluate import mean_of, score_patient, within_patient_spearman
+from pipelines.worldmodel.evaluate import (has_token, mean_of, score_patient, token_following,
+                                           within_patient_spearman)
 from pipelines.worldmodel.report import (command_line, display_path, machine_info, metric_entry,
                                          update_card_section, write_report)
 from pipelines.worldmodel.weights import load_world_model
@@ -51,6 +52,7 @@ __all__ = ["SOURCES", "card_text", "drug_figures", "drug_response_figure", "eval
 # (name in the report, key prefix of the `score_patient` rows)
 SOURCES = (("true", "true_"), ("segmenter_ceiling", "segmenter_ceiling_"), ("autoencoder_ceiling", "ceiling_"),
            ("simulated", "pred_"))
+TOKEN_SOURCE = ("response_token", "token_")  # a response-token model: the response its samples were given
 BOOTSTRAP_SAMPLES = 1000
 
 
@@ -99,18 +101,28 @@ def drug_figures(patients: list[list[dict]], drugs: tuple[str, ...], seed: int =
     intervals) and ``drug_effect_ml`` (per drug and source: mean viable change minus the no-drug plan's)."""
     if len(patients) < 2:
         raise ConfigError(f"The drug probe needs at least two patients it could simulate, got {len(patients)}.")
+    token = has_token([r for rows in patients for r in rows])
+    sources = SOURCES + ((TOKEN_SOURCE,) if token else ())
     m = {}
     for name, figure in FIGURES.items():
         sim = figure(patients, "pred_")
         extra = {"chance": 1.0 / len(drugs)} if name == "best_drug_agreement" else {}
+        if token:  # what the response predictor alone knows: the figure of the token the samples were given
+            extra["response_token"] = figure(patients, "token_")
         m[name] = metric_entry(sim, baseline=float("nan"), interval_95=_interval(patients, figure, "pred_", seed),
                                ceiling=figure(patients, "ceiling_"),
                                segmenter_ceiling=figure(patients, "segmenter_ceiling_"), patients=len(patients),
                                **extra)
+    if token:
+        following = token_following([r for rows in patients for r in rows])
+        m["response_token_following"] = metric_entry(
+            following.mean, baseline=float("nan"), patients=following.n,
+            note="mean over patients of the Spearman correlation of the simulated viable change with the response "
+                 "token's across the probe plans: how faithfully the renderer draws the response it is given")
     effects = []
     for k, drug in enumerate(drugs, start=1):
         row: dict[str, Any] = {"drug": drug}
-        for source, prefix in SOURCES:
+        for source, prefix in sources:
             key = f"{prefix}viable_change_ml"
             row[source] = float(np.mean([rows[k][key] - rows[0][key] for rows in patients]))
         for source, prefix in (("true", "true_"), ("simulated", "pred_")):
@@ -195,7 +207,7 @@ def evaluate_drug_response(cohort_dir: str | os.PathLike, weights_dir: str | os.
 
 
 COLOURS = {"true": "#222222", "segmenter_ceiling": "#7f7f7f", "autoencoder_ceiling": "#1f77b4",
-           "simulated": "#d62728"}
+           "simulated": "#d62728", "response_token": "#2ca02c"}
 
 
 def drug_response_figure(report: dict[str, Any]):
@@ -210,9 +222,11 @@ def drug_response_figure(report: dict[str, Any]):
     fig, (bars, scatter) = plt.subplots(1, 2, figsize=(10.0, 4.0), dpi=110)
     effects = report["drug_effect_ml"]
     x = np.arange(len(effects))
-    width = 0.8 / len(SOURCES)
-    for k, (source, _) in enumerate(SOURCES):
-        bars.bar(x + (k - (len(SOURCES) - 1) / 2) * width, [r[source] for r in effects], width,
+    token = "response_token" in effects[0]
+    sources = SOURCES + ((TOKEN_SOURCE,) if token else ())
+    width = 0.8 / len(sources)
+    for k, (source, _) in enumerate(sources):
+        bars.bar(x + (k - (len(sources) - 1) / 2) * width, [r[source] for r in effects], width,
                  label=source.replace("_", " "), color=COLOURS[source])
     bars.set_xticks(x, [r["drug"] for r in effects], rotation=20, fontsize=8)
     bars.axhline(0, color="black", lw=0.6)
@@ -222,9 +236,9 @@ def drug_response_figure(report: dict[str, Any]):
     n = len(report["config"]["plans"])
     patients = [report["pairs"][i:i + n] for i in range(0, len(report["pairs"]), n)]
     true = [c for rows in patients for c in _contrasts(rows, "true_viable_change_ml")]
-    for source, prefix in (("autoencoder_ceiling", "ceiling_"), ("simulated", "pred_")):
-        name = "drug_contrast_spearman"
-        value = report["metrics"][name]["ceiling" if source != "simulated" else "value"]
+    shown = (("autoencoder_ceiling", "ceiling_", "ceiling"), ("simulated", "pred_", "value"))
+    for source, prefix, figure_key in shown + ((TOKEN_SOURCE + ("response_token",),) if token else ()):
+        value = report["metrics"]["drug_contrast_spearman"][figure_key]
         scatter.scatter(true, [c for rows in patients for c in _contrasts(rows, f"{prefix}viable_change_ml")], s=10,
                         alpha=0.6, color=COLOURS[source],
                         label=f"{source.replace('_', ' ')} (Spearman {_fmt(value)})")
@@ -252,24 +266,35 @@ def _fmt(value: Any, digits: int = 2) -> str:
 def card_text(report: dict[str, Any], out: Path) -> str:
     """Markdown of a drug-probe report: the headline figures and the per-drug effects."""
     m = report["metrics"]
+    token = "response_token_following" in m
+    token_head = " response token |" if token else ""
     lines = ["Plans that differ only in the drug (" + " | ".join(report["config"]["plans"]) + "), simulated per "
              "held-out patient and scored against the simulator's counterfactual truth (synthetic data). "
              "Autoencoder ceiling: the true post crops through the autoencoder and segmenter; segmenter ceiling: "
-             "the sharp true post crops through the segmenter.", "",
-             "| figure | simulated (95% interval) | autoencoder ceiling | segmenter ceiling | chance |",
-             "|---|---|---|---|---|"]
+             "the sharp true post crops through the segmenter."
+             + (" Response token: the response predictor's viable change, which the samples were conditioned on."
+                if token else ""), "",
+             "| figure | simulated (95% interval) | autoencoder ceiling | segmenter ceiling | chance |" + token_head,
+             "|---|---|---|---|---|" + ("---|" if token else "")]
     for name, e in m.items():
+        if name == "response_token_following":
+            continue
         lo, hi = e["interval_95"]
         lines.append(f"| {name} | {_fmt(e['value'])} [{_fmt(lo)}, {_fmt(hi)}] | {_fmt(e['ceiling'])} | "
-                     f"{_fmt(e['segmenter_ceiling'])} | {_fmt(e.get('chance', float('nan')))} |")
+                     f"{_fmt(e['segmenter_ceiling'])} | {_fmt(e.get('chance', float('nan')))} |"
+                     + (f" {_fmt(e['response_token'])} |" if token else ""))
+    if token:
+        lines += ["", f"Token following (within-patient Spearman of the simulated viable change with the token's): "
+                      f"{_fmt(m['response_token_following']['value'])}."]
     lines += ["", "Viable-tumour change of each drug relative to the same embolics without a drug (ml, mean over "
                   "patients; negative = the drug kills more), and how often each drug is the best of the probe:", "",
-              "| drug | true | segmenter ceiling | autoencoder ceiling | simulated | best (true) | best (simulated) |",
-              "|---|---|---|---|---|---|---|"]
+              "| drug | true | segmenter ceiling | autoencoder ceiling | simulated | best (true) | best (simulated) |"
+              + token_head, "|---|---|---|---|---|---|---|" + ("---|" if token else "")]
     for r in report["drug_effect_ml"]:
         lines.append(f"| {r['drug']} | {_fmt(r['true'], 1)} | {_fmt(r['segmenter_ceiling'], 1)} | "
                      f"{_fmt(r['autoencoder_ceiling'], 1)} | {_fmt(r['simulated'], 1)} | "
-                     f"{_fmt(r['best_share_true'])} | {_fmt(r['best_share_simulated'])} |")
+                     f"{_fmt(r['best_share_true'])} | {_fmt(r['best_share_simulated'])} |"
+                     + (f" {_fmt(r['response_token'], 1)} |" if token else ""))
     machine = report["machine"]
     lines += ["", f"- Command: `{report['command']}`",
               f"- Patients: {report['config']['patients_evaluated']} of {report['config']['patients']} "

@@ -51,13 +51,14 @@ from pipelines.volume import LABELS
 from pipelines.worldmodel import metrics
 from pipelines.worldmodel.c2st import classifier_two_sample_test
 from pipelines.worldmodel.crops import CropConfig
+from pipelines.worldmodel.regions import TUMOUR_LABELS
 from pipelines.worldmodel.report import (command_line, display_path, machine_info, metric_entry,
                                          update_card_section, write_report)
 from pipelines.worldmodel.simulate import STRUCTURES, decode_and_segment, segment_in_region
 from pipelines.worldmodel.weights import TRAIN_COMMANDS, load_world_model
 
 __all__ = ["TARGETS", "ScoredPatient", "choose_plans", "evaluate_dynamics", "evaluate_segmentation", "mean_of",
-           "score_patient", "spearman_of", "within_patient_spearman"]
+           "has_token", "score_patient", "spearman_of", "token_following", "within_patient_spearman"]
 
 TARGETS = {"action_sensitivity_ratio": ">= 2", "action_sensitivity_outcome_ratio": ">= 2",
            "viable_change_spearman": ">= 0.7", "c2st_accuracy": "<= 0.70",
@@ -110,7 +111,34 @@ def _pair_row(case_id: str, plan, sim, truth_hu: np.ndarray, truth_labels: np.nd
         "true_hu_mean": true_mean, "true_hu_sd": true_sd,
         "pred_hu_mean": float(pred_stats[:, 0].mean()), "pred_hu_sd": float(pred_stats[:, 1].mean()),
         "baseline_hu_mean": pre_mean, "baseline_hu_sd": pre_sd,
+        **_token_row(sim, pre_labels, pre_viable, voxel_ml),
     }
+
+
+def _token_row(sim, pre_labels: np.ndarray, pre_viable_ml: float, voxel_ml: float) -> dict[str, float]:
+    """With a response-token model: the viable change (ml) of the response the samples were conditioned on (the
+    predictor's viable fraction of the pre-treatment lesion), so a report can tell the response predictor's
+    error from the renderer's; else nothing."""
+    if sim.response is None:
+        return {}
+    lesion_ml = float(np.isin(pre_labels, TUMOUR_LABELS).sum()) * voxel_ml
+    return {"token_viable_change_ml": sim.response["viable"] * lesion_ml - pre_viable_ml}
+
+
+def has_token(rows: list[dict]) -> bool:
+    """Whether every row carries the response token's viable change (`_token_row`)."""
+    return bool(rows) and all("token_viable_change_ml" in r for r in rows)
+
+
+def token_following(rows: list[dict]) -> metrics.MeanResult:
+    """Mean over patients of the Spearman correlation between the simulated viable change and the response token's
+    across that patient's plans: how faithfully the renderer draws the response it is given."""
+    by_case: dict[str, list[dict]] = {}
+    for r in rows:
+        by_case.setdefault(r["case_id"], []).append(r)
+    return metrics.mean_finite(metrics.spearman([r["pred_viable_change_ml"] for r in rs],
+                                                [r["token_viable_change_ml"] for r in rs])
+                               for rs in by_case.values())
 
 
 BIAS_FIGURES = (("viable", "viable_change_ml"), ("necrosis", "necrosis_change_ml"), ("lipiodol", "lipiodol_ml"))
@@ -437,6 +465,19 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
                                            "(one input size); 0.5 = indistinguishable; ceiling: true post crops vs "
                                            "the same crops through the autoencoder (what its blur alone gives away)"),
     }
+    if has_token(pairs):
+        m["response_token_viable_change_spearman"] = metric_entry(
+            spearman_of(pairs, "token_viable_change_ml"), baseline=float("nan"), n_pairs=len(pairs),
+            within_patient=within_patient_spearman(pairs, "token_viable_change_ml").mean,
+            mae_ml=_mae(pairs, "token_viable_change_ml", "true_viable_change_ml"),
+            note="the response predictor's viable change (its viable fraction of the pre-treatment lesion, the "
+                 "token the samples were conditioned on) vs the true one: what the renderer is told")
+        m["response_token_following"] = metric_entry(
+            token_following(pairs).mean, baseline=float("nan"), patients=token_following(pairs).n,
+            pooled=metrics.spearman([r["pred_viable_change_ml"] for r in pairs],
+                                    [r["token_viable_change_ml"] for r in pairs]),
+            note="mean over patients of the Spearman correlation of the simulated viable change with the token's "
+                 "across that patient's plans (pooled: over all pairs): how faithfully the renderer draws it")
     seconds["total"] = time.perf_counter() - start
     seconds["per_plan"] = seconds["simulate"] / len(pairs)
 

@@ -79,6 +79,33 @@ def test_drug_effect_is_the_change_relative_to_no_drug():
         drug_figures(_rows(TRUE[:1], TRUE[:1]), DRUGS)
 
 
+def test_response_token_figures_tell_the_predictor_from_the_renderer():
+    from pipelines.worldmodel.drug_response import card_text, drug_figures
+
+    # the predictor knows the drugs perfectly (token = truth), the renderer draws them reversed
+    reversed_ = [[t[0]] + [-x for x in t[1:]] for t in TRUE]
+    rows = _rows(TRUE, reversed_)
+    for patient, ts in zip(rows, TRUE):
+        for r, t in zip(patient, ts):
+            r["token_viable_change_ml"] = t + 2.0  # one offset: the order and contrasts are the truth's
+    figures = drug_figures(rows, DRUGS)
+    m = figures["metrics"]
+    assert m["drug_contrast_spearman"]["response_token"] == pytest.approx(1.0)
+    assert m["best_drug_agreement"]["response_token"] == pytest.approx(1.0)
+    assert m["drug_contrast_spearman"]["value"] == pytest.approx(-1.0)
+    assert m["response_token_following"]["value"] < 0  # the renderer does not follow the token
+    expected = np.mean([[t[k] - t[0] for k in (1, 2, 3)] for t in TRUE], axis=0)
+    assert [r["response_token"] for r in figures["drug_effect_ml"]] == pytest.approx(list(expected))
+    report = {"metrics": m, "drug_effect_ml": figures["drug_effect_ml"], "config": {"plans": ["a", "b"],
+              "patients_evaluated": 3, "patients": 3}, "skipped": [], "command": "mewm eval drugs",
+              "machine": {"platform": "x", "cpu_count": 2, "torch": "t"}, "timing_s": {"total": 1.0}}
+    from pathlib import Path
+    text = card_text(report, Path("drug_response.json"))
+    assert "response token |" in text and "Token following" in text
+    # without token rows: no token figures at all
+    assert "response_token_following" not in drug_figures(_rows(TRUE, TRUE), DRUGS)["metrics"]
+
+
 @pytest.fixture(scope="module")
 def tiny_cohort(tmp_path_factory):
     from pipelines.cohort.generate import generate_cohort
@@ -129,3 +156,20 @@ def test_drug_report_refuses_an_unknown_drug(tiny_cohort, tiny_weights, capsys):
     assert main(["eval", "drugs", "--cohort", str(tiny_cohort), "--weights", str(tiny_weights), "--drugs",
                  "Epirubicin,Aspirin", "--quiet"]) == 2
     assert "Aspirin" in capsys.readouterr().err
+
+
+def test_drug_report_of_a_response_token_model(tiny_cohort, tmp_path):
+    from simulate_helpers import write_tiny_weights
+
+    from pipelines.cli import main
+
+    weights = write_tiny_weights(tmp_path / "weights", response_token=True)
+    assert main(["eval", "drugs", "--cohort", str(tiny_cohort), "--weights", str(weights), "--patients", "3",
+                 "--samples", "1", "--steps", "2", "--drugs", "Epirubicin,Mitomycin", "--quiet"]) == 0
+    report = json.loads((weights / "dynamics" / "drug_response.json").read_text())
+    assert all(np.isfinite(r["token_viable_change_ml"]) for r in report["pairs"])
+    # the token's viable change is the predictor's fraction of the pre-treatment lesion minus the viable volume
+    assert all(r["token_viable_change_ml"] != r["pred_viable_change_ml"] for r in report["pairs"])
+    assert "response_token_following" in report["metrics"]
+    assert "response_token" in report["metrics"]["drug_contrast_spearman"]
+    assert "Token following" in (weights / "dynamics" / "MODEL_CARD.md").read_text()

@@ -481,3 +481,35 @@ def test_without_labs_ablation_removes_the_covariates_of_a_model_that_reads_them
     assert with_labs != without  # the labs reached the simulations, and the ablation took them away
     truth = ([p["true_viable_change_ml"] for p in runs[f]["pairs"]] for f in (False, True))
     assert next(truth) == next(truth)  # the truth is the cohort's, whatever the model was shown
+
+
+def test_token_row_is_the_predicted_viable_fraction_of_the_lesion_minus_the_viable_volume():
+    from types import SimpleNamespace
+
+    from pipelines.volume import LABELS
+    from pipelines.worldmodel.evaluate import _token_row, has_token, token_following
+
+    labels = np.zeros((4, 4, 4), dtype=np.uint8)
+    labels.flat[:6] = LABELS["tumour"]
+    labels.flat[6:10] = LABELS["necrosis"]  # lesion: 10 voxels, 6 of them viable
+    sim = SimpleNamespace(response={"viable": 0.3, "necrosis": 0.6, "lipiodol": 0.0})
+    row = _token_row(sim, labels, pre_viable_ml=6 * 0.5, voxel_ml=0.5)
+    assert row["token_viable_change_ml"] == pytest.approx((0.3 * 10 - 6) * 0.5)
+    assert _token_row(SimpleNamespace(response=None), labels, 3.0, 0.5) == {}
+    rows = [{"case_id": c, "pred_viable_change_ml": p, "token_viable_change_ml": t}
+            for c in ("A", "B") for p, t in ((1.0, -3.0), (2.0, -2.0), (3.0, -1.0))]
+    assert has_token(rows) and not has_token([{"case_id": "A"}]) and not has_token([])
+    assert token_following(rows).mean == pytest.approx(1.0)
+
+
+def test_dynamics_report_of_a_response_token_model(tiny_cohort, tmp_path):
+    from simulate_helpers import write_tiny_weights
+
+    from pipelines.worldmodel.evaluate import evaluate_dynamics
+
+    weights = write_tiny_weights(tmp_path / "w", response_token=True)
+    r = evaluate_dynamics(tiny_cohort, weights, patients=2, plans_per_patient=2, c2st_epochs=1, **FAST)
+    assert all(np.isfinite(p["token_viable_change_ml"]) for p in r["pairs"])
+    for name in ("response_token_viable_change_spearman", "response_token_following"):
+        assert {"value", "target", "pass", "baseline"} <= set(r["metrics"][name])
+    assert "| response_token_following |" in (weights / "dynamics" / "MODEL_CARD.md").read_text()

@@ -29,6 +29,18 @@ def _simulate_page(case_id: str | None) -> AppTest:
     return at
 
 
+def _simulate_one_plan(plan: str, samples: int) -> AppTest:
+    """The Simulate page of liver01 after simulating only ``plan`` (2 steps); no error shown."""
+    at = _simulate_page("liver01")
+    at.multiselect(key="simulate.suggested").set_value([])
+    at.text_input(key="simulate.plan_text").input(plan)
+    at.number_input(key="simulate.samples").set_value(samples)
+    at.number_input(key="simulate.steps").set_value(2)
+    at.button(key="simulate.run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    return at
+
+
 def test_without_a_case_it_says_so(app_env, tiny_weights, monkeypatch):
     monkeypatch.setenv("MEWM_WORLDMODEL__WEIGHTS_DIR", str(tiny_weights))
     at = _simulate_page(None)
@@ -58,13 +70,7 @@ def test_plan_text_is_validated_as_typed(app_env, tiny_weights, monkeypatch):
 
 def test_simulation_renders_slices_chart_and_table(app_env, tiny_weights, monkeypatch):
     monkeypatch.setenv("MEWM_WORLDMODEL__WEIGHTS_DIR", str(tiny_weights))
-    at = _simulate_page("liver01")
-    at.multiselect(key="simulate.suggested").set_value([])
-    at.text_input(key="simulate.plan_text").input("Epirubicin; Lipiodol")
-    at.number_input(key="simulate.samples").set_value(2)
-    at.number_input(key="simulate.steps").set_value(2)
-    at.button(key="simulate.run").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
+    at = _simulate_one_plan("Epirubicin; Lipiodol", samples=2)
     assert len(at.image) == 2  # before and after, same slice and window
     assert at.slider(key="simulate.sample").max == 2
     table = at.dataframe[0].value
@@ -78,13 +84,7 @@ def test_simulation_renders_slices_chart_and_table(app_env, tiny_weights, monkey
 
 def test_a_response_token_model_shows_the_predicted_response(app_env, tmp_path, monkeypatch):
     monkeypatch.setenv("MEWM_WORLDMODEL__WEIGHTS_DIR", str(write_tiny_weights(tmp_path, response_token=True)))
-    at = _simulate_page("liver01")
-    at.multiselect(key="simulate.suggested").set_value([])
-    at.text_input(key="simulate.plan_text").input("Epirubicin; Lipiodol")
-    at.number_input(key="simulate.samples").set_value(1)
-    at.number_input(key="simulate.steps").set_value(2)
-    at.button(key="simulate.run").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
+    at = _simulate_one_plan("Epirubicin; Lipiodol", samples=1)
     table = at.dataframe[0].value
     _, result = at.session_state["mewm.simulation"]
     response = result.plans[0].response

@@ -76,7 +76,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         fields = [f.strip() for f in (args.clinical_fields or "").split(",") if f.strip()]
         report = train.train_dynamics(args.manifest, args.autoencoder, args.out, clinical_fields=fields,
                                       prediction_type=args.prediction_type, response_token=args.response_token,
-                                      **common)
+                                      response_lr_scale=args.response_lr_scale, **common)
     elif args.model == "segmentation":
         if args.reconstructed_fraction is not None and not args.autoencoder:
             raise ConfigError("--reconstructed-fraction needs --autoencoder DIR (whose reconstructions to train on).")
@@ -294,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
             tr.add_argument("--response-token", action="store_true",
                             help="also condition on the pair's measured response (teacher forcing); sampling then "
                                  "needs a response predictor beside the weights (`mewm train response`)")
+            tr.add_argument("--response-lr-scale", type=float, default=1.0,
+                            help="with --response-token: the token's encoder learns at lr times this (default 1)")
         if model == "segmentation":
             tr.add_argument("--reconstructed-fraction", type=float,
                             help="share of training crops replaced by their autoencoder reconstruction "

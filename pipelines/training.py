@@ -199,6 +199,8 @@ class LoopSettings:
         log_every, val_every, checkpoint_every: intervals in steps (the last step always validates and saves).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (`resolve_device`); ``amp``: bf16 autocast of the
             losses (CUDA only). Neither is part of `identity`: a run may resume on another device.
+        lr_scales: ``((prefix, scale), ...)``: parameters whose name starts with ``prefix`` learn at ``lr * scale``
+            (the first matching prefix wins), e.g. a freshly added part of a fine-tuned network.
     """
 
     steps: int
@@ -212,9 +214,13 @@ class LoopSettings:
     checkpoint_every: int = 100
     device: str = "cpu"
     amp: bool = False
+    lr_scales: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", _check_device_spec(self.device))
+        object.__setattr__(self, "lr_scales", tuple((str(p), float(f)) for p, f in self.lr_scales))
+        if any(not f > 0 for _, f in self.lr_scales):
+            raise ConfigError(f"Learning-rate scales must be positive: got {dict(self.lr_scales)}.")
         bad = {k: getattr(self, k) for k in ("steps", "batch_size", "log_every", "val_every", "checkpoint_every")
                if int(getattr(self, k)) < 1}
         if bad or not self.lr > 0:
@@ -223,7 +229,16 @@ class LoopSettings:
     def identity(self) -> dict[str, Any]:
         """What a resumed run must share with the saved one (the intervals and ``steps`` may change)."""
         return {k: v for k, v in asdict(self).items()
-                if k not in ("steps", "log_every", "val_every", "checkpoint_every", "device", "amp")}
+                if k not in ("steps", "log_every", "val_every", "checkpoint_every", "device", "amp")
+                and not (k == "lr_scales" and not v)}  # (absent when unused, so older runs stay resumable)
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups: one at ``lr``, then one per `lr_scales` prefix that matches."""
+        groups: dict[float, list[nn.Parameter]] = {1.0: []}
+        for name, param in model.named_parameters():
+            scale = next((f for prefix, f in self.lr_scales if name.startswith(prefix)), 1.0)
+            groups.setdefault(scale, []).append(param)
+        return [{"params": params, "lr": self.lr * scale} for scale, params in groups.items() if params]
 
 
 @dataclass
@@ -330,7 +345,7 @@ def train_loop(build_model: Callable[[], nn.Module],
                 else contextlib.nullcontext)
     identity = {"kind": kind, "model": getattr(model, "config", None), **settings.identity(), **identity}
     identity = json.loads(json.dumps(identity))  # as it reads back (tuples → lists)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    optimiser = torch.optim.AdamW(settings.param_groups(model), lr=settings.lr, weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(settings.seed)
     if resume:
         state = _load_state(state_path, identity)

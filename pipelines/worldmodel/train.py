@@ -120,11 +120,13 @@ def _identity(cache: CropCache, split, **more: Any) -> dict[str, Any]:
 
 
 def _settings(kind: str, steps, batch_size, lr, seed, schedule: dict[str, int] | None, device: str = "cpu",
-              amp: bool = False, fine_tune: bool = False) -> LoopSettings:
+              amp: bool = False, fine_tune: bool = False,
+              lr_scales: tuple[tuple[str, float], ...] = ()) -> LoopSettings:
     d = DEFAULTS[kind]
     lr = lr or (FINE_TUNE_LR[kind] if fine_tune else d["lr"])
     settings = LoopSettings(steps=steps or d["steps"], batch_size=batch_size or d["batch_size"], lr=lr,
-                            seed=seed, grad_clip=d.get("grad_clip", 1.0), device=device, amp=amp, **(schedule or {}))
+                            seed=seed, grad_clip=d.get("grad_clip", 1.0), device=device, amp=amp,
+                            lr_scales=lr_scales, **(schedule or {}))
     resolve_device(settings.device, amp=settings.amp)  # an unusable GPU fails now, before any crop is made
     return settings
 
@@ -594,7 +596,7 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                    schedule: dict[str, int] | None = None, device: str = "cpu", amp: bool = False,
                    init_from: str | os.PathLike | None = None,
                    clinical_fields: Sequence[str] = (), prediction_type: str = "epsilon",
-                   response_token: bool = False) -> TrainReport:
+                   response_token: bool = False, response_lr_scale: float = 1.0) -> TrainReport:
     """Train the latent dynamics model (`models.dynamics.TumourDynamicsModel`) on a trained autoencoder's latents.
 
     The crops are made with the autoencoder's own crop geometry (its ``extra["crop"]``). The checkpoint's ``extra``
@@ -619,6 +621,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
             present only where the plan is kept, and then blanked with probability ``cond_drop_prob``. Sampling
             needs a response predictor beside the weights (`mewm train response`). With ``init_from`` a model
             without the token, the token's encoder starts from zero and every other weight carries over.
+        response_lr_scale: the token's encoder learns at ``lr * response_lr_scale`` (a fresh part of a fine-tuned
+            network may need to move faster than the rest); only with ``response_token``.
         Others as `train_autoencoder` (defaults `DEFAULTS["dynamics"]`).
 
     Raises:
@@ -635,9 +639,13 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
     unknown = [f for f in clinical_fields if f not in CLINICAL_FIELDS]
     if unknown:
         raise ConfigError(f"Unknown clinical field(s) {unknown}; choose from {', '.join(CLINICAL_FIELDS)}.")
+    if not response_lr_scale > 0 or (response_lr_scale != 1.0 and not response_token):
+        raise ConfigError(f"response_lr_scale={response_lr_scale!r}: a positive scale, and only with the response "
+                          "token (--response-token).")
     scheduler_config = {**DDPM_SCHEDULER, "prediction_type": prediction_type}
     settings = _settings("dynamics", steps, batch_size, lr, seed, schedule, device, amp,
-                         fine_tune=init_from is not None)
+                         fine_tune=init_from is not None,
+                         lr_scales=((RESPONSE_PREFIXES[0], response_lr_scale),) if response_lr_scale != 1.0 else ())
     autoencoder, ae_meta, ae_weights = _load_autoencoder(autoencoder_dir, manifest)
     ae_crop = ae_meta.extra.get("crop")
     if not ae_crop:
@@ -723,6 +731,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
         command += f" --prediction-type {prediction_type}"
     if response_token:
         command += " --response-token"
+    if response_lr_scale != 1.0:
+        command += f" --response-lr-scale {response_lr_scale:g}"
     extra = {"scheduler": dict(scheduler_config),
              "crop": {"spacing": list(crop.spacing), "size": list(crop.crop_size),
                       "change_margin_mm": float(change_margin_mm)},

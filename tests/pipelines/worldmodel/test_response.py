@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.errors import CheckpointNotFoundError, PlanValidationError
+from models.errors import CheckpointNotFoundError, ConfigError, PlanValidationError
 from models.plan import Plan
 from models.response import LESION_FEATURES, RESPONSE_TARGETS, ResponseEncoder, ResponsePredictor
 from pipelines.cli import build_parser
@@ -164,6 +164,35 @@ def test_dynamics_fine_tuned_with_a_new_response_token(tmp_path_factory):
     assert pairs.responses[0].tolist() == pytest.approx(measured_response(first["pre_labels"],
                                                                           first["post_labels"]))
     assert pairs.sample_batch(3, torch.Generator().manual_seed(0)).responses.shape == (3, 3)
+
+
+def test_lr_scales_give_the_matching_parameters_their_own_learning_rate():
+    from pipelines.training import LoopSettings
+
+    model = torch.nn.ModuleDict({"body": torch.nn.Linear(2, 2), "response_encoder": torch.nn.Linear(2, 1)})
+    plain = LoopSettings(steps=1, batch_size=1, lr=1e-4)
+    assert [(len(g["params"]), g["lr"]) for g in plain.param_groups(model)] == [(4, 1e-4)]
+    assert "lr_scales" not in plain.identity()  # unused: older saved runs still resume
+    scaled = LoopSettings(steps=1, batch_size=1, lr=1e-4, lr_scales=[("response_encoder.", 10)])
+    groups = scaled.param_groups(model)
+    assert [(len(g["params"]), g["lr"]) for g in groups] == [(2, 1e-4), (2, pytest.approx(1e-3))]
+    assert groups[1]["params"][0] is model["response_encoder"].weight
+    assert scaled.identity()["lr_scales"] == (("response_encoder.", 10.0),)
+    with pytest.raises(ConfigError, match="positive"):
+        LoopSettings(steps=1, batch_size=1, lr=1e-4, lr_scales=[("x", 0.0)])
+
+
+def test_response_lr_scale_is_recorded_and_needs_the_token(tmp_path_factory):
+    from pipelines.worldmodel.train import train_dynamics
+
+    cohort, ae = tiny_cohort(tmp_path_factory), tiny_autoencoder(tmp_path_factory)
+    root = tmp_path_factory.mktemp("dyn_scale")
+    with pytest.raises(ConfigError, match="--response-token"):
+        train_dynamics(cohort, ae, root / "bad", steps=2, batch_size=2, progress=False, model_config=TINY_DYN,
+                       schedule=FAST, response_lr_scale=10.0)
+    train_dynamics(cohort, ae, root / "token", steps=2, batch_size=2, progress=False, model_config=TINY_DYN,
+                   schedule=FAST, response_token=True, response_lr_scale=10.0)
+    assert "--response-lr-scale 10" in (root / "token" / "MODEL_CARD.md").read_text()
 
 
 def test_simulate_conditions_on_the_predicted_response(tmp_path):

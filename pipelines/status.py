@@ -18,6 +18,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "models" / "weights"
 # name -> (role in the pipeline, how to build the weights when missing)
 EMBEDDED_MODELS: dict[str, tuple[str, str]] = {
     "dynamics": ("Dynamics: simulates the post-TACE CT for a plan", "mewm train dynamics"),
+    "response": ("Response predictor: the expected response the dynamics model draws", "mewm train response"),
     "segmentation": ("Segmentation of the simulated tumour", "mewm train segmentation"),
     "survival": ("Inverse dynamics: survival risk of a simulated outcome", "mewm train survival"),
 }

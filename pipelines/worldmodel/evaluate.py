@@ -133,12 +133,7 @@ def has_token(rows: list[dict]) -> bool:
 def token_following(rows: list[dict]) -> metrics.MeanResult:
     """Mean over patients of the Spearman correlation between the simulated viable change and the response token's
     across that patient's plans: how faithfully the renderer draws the response it is given."""
-    by_case: dict[str, list[dict]] = {}
-    for r in rows:
-        by_case.setdefault(r["case_id"], []).append(r)
-    return metrics.mean_finite(metrics.spearman([r["pred_viable_change_ml"] for r in rs],
-                                                [r["token_viable_change_ml"] for r in rs])
-                               for rs in by_case.values())
+    return within_patient_spearman(rows, "pred_viable_change_ml", against="token_viable_change_ml")
 
 
 BIAS_FIGURES = (("viable", "viable_change_ml"), ("necrosis", "necrosis_change_ml"), ("lipiodol", "lipiodol_ml"))
@@ -235,13 +230,14 @@ def _ceiling_row(hu: np.ndarray, labels: np.ndarray, sharp_labels: np.ndarray, t
             "ceiling_hu_mean": mean, "ceiling_hu_sd": sd}
 
 
-def within_patient_spearman(rows: list[dict], key: str) -> metrics.MeanResult:
-    """Mean over patients of the Spearman correlation between ``key`` and the true viable change across that
-    patient's plans (what plan choice needs: the right order of plans for one patient)."""
+def within_patient_spearman(rows: list[dict], key: str,
+                            against: str = "true_viable_change_ml") -> metrics.MeanResult:
+    """Mean over patients of the Spearman correlation between ``key`` and ``against`` (default the true viable
+    change) across that patient's plans (what plan choice needs: the right order of plans for one patient)."""
     by_case: dict[str, list[dict]] = {}
     for r in rows:
         by_case.setdefault(r["case_id"], []).append(r)
-    return metrics.mean_finite(metrics.spearman([r[key] for r in rs], [r["true_viable_change_ml"] for r in rs])
+    return metrics.mean_finite(metrics.spearman([r[key] for r in rs], [r[against] for r in rs])
                                for rs in by_case.values())
 
 
@@ -472,8 +468,9 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
             mae_ml=_mae(pairs, "token_viable_change_ml", "true_viable_change_ml"),
             note="the response predictor's viable change (its viable fraction of the pre-treatment lesion, the "
                  "token the samples were conditioned on) vs the true one: what the renderer is told")
+        following = token_following(pairs)
         m["response_token_following"] = metric_entry(
-            token_following(pairs).mean, baseline=float("nan"), patients=token_following(pairs).n,
+            following.mean, baseline=float("nan"), patients=following.n,
             pooled=metrics.spearman([r["pred_viable_change_ml"] for r in pairs],
                                     [r["token_viable_change_ml"] for r in pairs]),
             note="mean over patients of the Spearman correlation of the simulated viable change with the token's "

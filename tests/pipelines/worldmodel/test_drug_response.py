@@ -168,8 +168,11 @@ def test_drug_report_of_a_response_token_model(tiny_cohort, tmp_path):
                  "--samples", "1", "--steps", "2", "--drugs", "Epirubicin,Mitomycin", "--quiet"]) == 0
     report = json.loads((weights / "dynamics" / "drug_response.json").read_text())
     assert all(np.isfinite(r["token_viable_change_ml"]) for r in report["pairs"])
-    # the token's viable change is the predictor's fraction of the pre-treatment lesion minus the viable volume
-    assert all(r["token_viable_change_ml"] != r["pred_viable_change_ml"] for r in report["pairs"])
+    # each drug's token effect is the mean over patients of its token change minus the no-drug plan's
+    patients = [report["pairs"][i:i + 3] for i in range(0, len(report["pairs"]), 3)]
+    for k, effect in enumerate(report["drug_effect_ml"], start=1):
+        assert effect["response_token"] == pytest.approx(np.mean(
+            [rows[k]["token_viable_change_ml"] - rows[0]["token_viable_change_ml"] for rows in patients]))
     assert "response_token_following" in report["metrics"]
     assert "response_token" in report["metrics"]["drug_contrast_spearman"]
     assert "Token following" in (weights / "dynamics" / "MODEL_CARD.md").read_text()

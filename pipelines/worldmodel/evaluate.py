@@ -10,7 +10,7 @@
    regenerated pre-treatment CT must equal the cohort's file (a check, not an assumption);
 4. per (patient, plan): predicted vs true viable-tumour change (ml) in the crop, Lipiodol Dice (plans with
    Lipiodol), mean/SD HU in the change region; the same figures for the **autoencoder ceiling** (the true post crop
-   encoded, decoded, blended and segmented exactly like a simulation, `simulate.decode_and_segment`: what a perfect
+   encoded, decoded, segmented and blended exactly like a simulation, `simulate.decode_and_segment`: what a perfect
    latent dynamics model would score through this autoencoder and segmenter); per patient: action sensitivity
    (`metrics.action_sensitivity`);
 
@@ -632,7 +632,7 @@ def _card_text(report: dict[str, Any], out: Path) -> str:
                      + "".join(f" {_fmt(e[key]) if key in e else '–'} |" for key, _ in columns))
     if columns:
         lines += ["", "Autoencoder ceiling: the true post-treatment crops encoded and decoded by the autoencoder, "
-                      "blended and segmented exactly like a simulation: what a dynamics model that predicted the true "
+                      "segmented and blended exactly like a simulation: what a dynamics model that predicted the true "
                       "latent would score with this autoencoder and segmenter."
                   + (" Segmenter ceiling: the sharp true post-treatment crops through the segmenter alone: how well "
                      "the measurement reads the truth without the autoencoder." if len(columns) > 1 else "")]

@@ -94,6 +94,39 @@ def test_voxels_outside_the_change_region_are_the_pre_crop(result):
             np.testing.assert_array_equal(p.labels[t][outside], result.pre_labels[outside])
 
 
+def test_the_segmenter_reads_the_whole_decoded_crop_and_the_shown_crop_is_blended():
+    """The segmenter labels the decoded crop as the autoencoder made it (one contrast phase throughout, like its
+    training crops), not the crop blended into the pre-treatment one; the crop returned is the blended one, and
+    outside the change region both voxels and labels are the pre-treatment ones."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from pipelines.worldmodel.simulate import decode_and_segment
+
+    shape = (8, 8, 8)
+    region = np.zeros(shape, bool)
+    region[2:6, 2:6, 2:6] = True
+    pre_labels = np.ones(shape, np.uint8)
+    seen = []
+
+    def decode(z):
+        return torch.full((z.shape[0], 1, *shape), 0.5) + z.mean(dim=(1, 2, 3, 4)).view(-1, 1, 1, 1, 1)
+
+    def predict(x):
+        seen.append(x.clone())
+        return torch.full((x.shape[0], *shape), 2, dtype=torch.long)
+
+    world = SimpleNamespace(autoencoder=SimpleNamespace(decode=decode), segmenter=SimpleNamespace(predict=predict),
+                            autocast=contextlib.nullcontext)
+    latents = torch.tensor([0.0, 0.1]).view(2, 1, 1, 1, 1).expand(2, 1, 2, 2, 2).contiguous()
+    pre = torch.zeros(1, 1, *shape)
+    crops, labels = decode_and_segment(world, latents, pre, pre_labels, region)
+    torch.testing.assert_close(torch.cat(seen), decode(latents))  # the unblended decoded crops
+    assert torch.all(crops[:, ~torch.from_numpy(region)] == 0.0)  # blended: the pre crop outside the region
+    assert torch.all(crops[:, 3:5, 3:5, 3:5] > 0.0)  # and the decoded crop inside it
+    assert torch.all(labels[:, torch.from_numpy(region)] == 2) and torch.all(labels[:, ~torch.from_numpy(region)] == 1)
+
+
 def test_batched_equals_one_plan_at_a_time_and_chunked(world, case, result):
     for i, text in enumerate([PLAN_A, PLAN_B]):
         alone = world.simulate(case, text, seed=0, **FAST)

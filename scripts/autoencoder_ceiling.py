@@ -38,6 +38,17 @@ def _net(directory: str, kind: str, cls):
     return model.eval()
 
 
+def print_by_lipiodol(rows: list[dict], key: str) -> None:
+    """Spearman of ``key`` with the true viable change and its mean error, for the plans with and without Lipiodol
+    (each row has a bool ``lipiodol``)."""
+    for lipiodol in (True, False):
+        group = [r for r in rows if r["lipiodol"] == lipiodol]
+        true = [r["true_viable_change_ml"] for r in group]
+        bias = float(np.mean([r[key] - t for r, t in zip(group, true)])) if group else float("nan")
+        print(f"    plans {'with' if lipiodol else 'without'} Lipiodol ({len(group)} pairs): Spearman "
+              f"{metrics.spearman([r[key] for r in group], true):.3f}, mean error {bias:+.1f} ml")
+
+
 @torch.no_grad()
 def main(cohort_dir: str, n: int, pairs: list[str]) -> None:
     cohort = regenerate_cohort(cohort_dir)
@@ -86,12 +97,7 @@ def main(cohort_dir: str, n: int, pairs: list[str]) -> None:
                   f"MAE {ev._mae(rs, key, 'true_viable_change_ml'):.1f}"
                   + (f" Lipiodol Dice {metrics.mean_finite(r['ceiling_lipiodol_dice'] for r in rs).mean:.2f}"
                      if name == "ceiling" else ""))
-            for lipiodol in (True, False):
-                group = [r for r in rs if r["lipiodol"] == lipiodol]
-                bias = float(np.mean([r[key] - r["true_viable_change_ml"] for r in group])) if group else float("nan")
-                print(f"    plans {'with' if lipiodol else 'without'} Lipiodol ({len(group)} pairs): Spearman "
-                      f"{metrics.spearman([r[key] for r in group], [r['true_viable_change_ml'] for r in group]):.2f}"
-                      f", mean error {bias:+.1f} ml")
+            print_by_lipiodol(rs, key)
 
 
 if __name__ == "__main__":

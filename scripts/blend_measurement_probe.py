@@ -24,6 +24,8 @@ from pipelines.worldmodel import metrics
 from pipelines.worldmodel.simulate import EDGE_SIGMA_VOXELS, segment_in_region
 from pipelines.worldmodel.weights import load_world_model
 
+from autoencoder_ceiling import print_by_lipiodol  # scripts/ is on sys.path when run as a script
+
 
 @torch.no_grad()
 def main(cohort_dir: str, n: int, weights_dir: str | None = None) -> None:
@@ -70,12 +72,7 @@ def main(cohort_dir: str, n: int, weights_dir: str | None = None) -> None:
         print(f"[{name}] {len(rows)} pairs: pooled {metrics.spearman([r[key] for r in rows], true):.3f} "
               f"within-patient {ev.within_patient_spearman(rows, key).mean:.3f} "
               f"MAE {ev._mae(rows, key, 'true_viable_change_ml'):.1f}")
-        for lipiodol in (True, False):
-            group = [r for r in rows if r["lipiodol"] == lipiodol]
-            bias = float(np.mean([r[key] - r["true_viable_change_ml"] for r in group])) if group else float("nan")
-            print(f"    plans {'with' if lipiodol else 'without'} Lipiodol ({len(group)} pairs): Spearman "
-                  f"{metrics.spearman([r[key] for r in group], [r['true_viable_change_ml'] for r in group]):.3f}, "
-                  f"mean error {bias:+.1f} ml")
+        print_by_lipiodol(rows, key)
 
 
 if __name__ == "__main__":

@@ -388,9 +388,8 @@ def decode_and_segment(world: WorldModel, latents: torch.Tensor, pre: torch.Tens
     blending matters: the dynamics model predicts the whole post-treatment crop, in the follow-up's contrast phase,
     and the segmenter learnt crops of one phase (sharp or reconstructed); the blended crop joins the pre-treatment
     phase outside the region to the follow-up's inside it (on the virtual cohort arterial liver ~72 HU around
-    portal-venous liver ~108 HU), which the segmenter misread as enhancing tumour: on the autoencoder ceiling of 30
-    held-out patients, labelling the blended crop ordered the viable change at Spearman 0.57 (plans without Lipiodol
-    -0.45, +41 ml bias), the whole decoded crop at 0.83 (0.35, -4 ml). `pipelines.worldmodel.evaluate` passes the
+    portal-venous liver ~108 HU), which the segmenter misread as enhancing tumour, above all under plans without
+    Lipiodol (figures: docs/worldmodel_design.md "Segment, then blend"). `pipelines.worldmodel.evaluate` passes the
     autoencoder's own encoding of the true post-treatment crop through the same function (the "autoencoder ceiling").
 
     Args:

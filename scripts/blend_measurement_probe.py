@@ -13,7 +13,6 @@ import sys
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from models.errors import LesionTooLargeError
 from pipelines.cohort.counterfactual import choose_plans, regenerate_cohort, render_counterfactual
@@ -21,7 +20,7 @@ from pipelines.cohort.response import plan_parts
 from pipelines.manifest import load_manifest_case, read_manifest
 from pipelines.worldmodel import evaluate as ev
 from pipelines.worldmodel import metrics
-from pipelines.worldmodel.simulate import EDGE_SIGMA_VOXELS, segment_in_region
+from pipelines.worldmodel.simulate import blend_weight, segment_in_region
 from pipelines.worldmodel.weights import load_world_model
 
 from autoencoder_ceiling import print_by_lipiodol  # scripts/ is on sys.path when run as a script
@@ -50,8 +49,7 @@ def main(cohort_dir: str, n: int, weights_dir: str | None = None) -> None:
         except LesionTooLargeError:
             continue
         region = result.region
-        weight = torch.from_numpy((ndimage.gaussian_filter(region.astype(np.float32), EDGE_SIGMA_VOXELS) * region)
-                                  .astype(np.float32))
+        weight = blend_weight(region)
         pre = torch.as_tensor(result.crop.image).float()[None]
         x = torch.cat(decoded)
         blended = segment_in_region(world, pre + weight * (x - pre), result.pre_labels, region).numpy()

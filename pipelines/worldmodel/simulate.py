@@ -53,6 +53,7 @@ from pipelines.worldmodel.weights import WorldModel
 
 __all__ = ["predicted_responses",
            "STRUCTURES", "EDGE_SIGMA_VOXELS", "DECODE_BATCH", "StructureSummary", "PlanSimulation", "PastedSample",
+           "blend_weight",
            "SimulationResult", "simulate", "decode_and_segment", "segment_in_region", "parse_plans", "sample_noise",
            "crop_sizes", "fitting_crop"]
 
@@ -377,6 +378,13 @@ def segment_in_region(world: WorldModel, x: torch.Tensor, pre_labels: np.ndarray
                        torch.from_numpy(pre_labels.astype(np.int64))).to(torch.uint8)
 
 
+def blend_weight(region: np.ndarray) -> torch.Tensor:
+    """Weight ``(X, Y, Z)`` of the decoded crop in the crop shown: 0 outside the change ``region``, rising to 1 over a
+    soft edge of ``EDGE_SIGMA_VOXELS`` inside it (shown = pre + weight · (decoded − pre))."""
+    return torch.from_numpy((ndimage.gaussian_filter(region.astype(np.float32), EDGE_SIGMA_VOXELS) * region)
+                            .astype(np.float32))
+
+
 def decode_and_segment(world: WorldModel, latents: torch.Tensor, pre: torch.Tensor, pre_labels: np.ndarray,
                        region: np.ndarray, timings: dict[str, float] | None = None,
                        report=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -399,8 +407,7 @@ def decode_and_segment(world: WorldModel, latents: torch.Tensor, pre: torch.Tens
     Returns:
         windowed crops ``(B, X, Y, Z)`` in [-1, 1] and uint8 labels ``(B, X, Y, Z)``.
     """
-    weight = torch.from_numpy((ndimage.gaussian_filter(region.astype(np.float32), EDGE_SIGMA_VOXELS) * region)
-                              .astype(np.float32))
+    weight = blend_weight(region)
     timings = {} if timings is None else timings
     timings.setdefault("decode", 0.0)
     timings.setdefault("segment", 0.0)

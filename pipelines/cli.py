@@ -140,7 +140,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     config = load_config(args.config).worldmodel
     world = load_world_model(args.weights or config.weights_dir, max_crop_voxels=config.max_crop_voxels,
-                             precision=args.precision or config.precision)
+                             precision=args.precision or config.precision,
+                             response_guidance=_response_guidance(args, config))
     case = resolve_case(args.case)
     result = world.simulate(case, args.plan, samples=args.samples, seed=args.seed, steps=args.steps,
                             guidance=args.guidance, progress=None if args.quiet else TqdmProgress("simulate", "step"))
@@ -167,6 +168,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                    plans_per_patient=args.plans, samples=args.samples, seed=args.seed,
                                    steps=args.steps, guidance=args.guidance,
                                    precision=args.precision or config.precision, out=args.out,
+                                   response_guidance=_response_guidance(args, config),
                                    without_labs=args.without_labs, progress=not args.quiet)
     else:
         report = evaluate_segmentation(args.cohort, weights, patients=args.patients, out=args.out,
@@ -188,6 +190,7 @@ def _cmd_eval_drugs(args: argparse.Namespace) -> int:
     report = evaluate_drug_response(args.cohort, args.weights or config.weights_dir, patients=args.patients,
                                     samples=args.samples, seed=args.seed, steps=args.steps, guidance=args.guidance,
                                     precision=args.precision or config.precision, drugs=drugs, embolics=embolics,
+                                    response_guidance=_response_guidance(args, config),
                                     out=args.out, progress=not args.quiet)
     shown = ("value", "interval_95", "ceiling", "segmenter_ceiling", "response_token")
     print(json.dumps({k: {key: v[key] for key in shown if key in v} for k, v in report["metrics"].items()}, indent=2))
@@ -221,12 +224,20 @@ PRECISION_HELP = ("compute dtype of the networks (default: [worldmodel] precisio
                   "times faster on CPUs with AMX / AVX512-BF16 and gives slightly different samples")
 
 
+def _response_guidance(args: argparse.Namespace, config) -> float:
+    """``--response-guidance``, else the configured ``[worldmodel] response_guidance``."""
+    return config.response_guidance if args.response_guidance is None else args.response_guidance
+
+
 def _add_sampling_arguments(parser: argparse.ArgumentParser, samples: int, seed_help: str) -> None:
     """``--samples --seed --steps --guidance --weights`` of the commands that sample the world model."""
     parser.add_argument("--samples", type=int, default=samples, help=f"samples per plan (default {samples})")
     parser.add_argument("--seed", type=int, default=0, help=seed_help)
     parser.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")
     parser.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
+    parser.add_argument("--response-guidance", type=float,
+                        help="guidance scale of the dynamics model's response token alone (default: [worldmodel] "
+                             "response_guidance; equal to --guidance = plain classifier-free guidance)")
     parser.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
 
 

@@ -68,6 +68,10 @@ class WorldModelConfig:
     # the dtype the networks compute in while sampling: "float32" (same figures on any machine) or "bfloat16"
     # (several times faster on CPUs with AMX / AVX512-BF16, slightly different samples; see the dynamics card)
     precision: str = "float32"
+    # guidance scale of the dynamics model's response token alone (a third denoiser branch: the plan without its
+    # token; `pipelines.worldmodel.simulate.combine_guidance`); equal to the sampling guidance = the plain two-branch
+    # classifier-free guidance; ignored by a model without the token
+    response_guidance: float = 2.0
 
 
 @dataclass

@@ -118,7 +118,8 @@ def simulation_view(result: SimulationResult) -> None:
     st.subheader("Volume change from the pre-treatment crop")
     st.plotly_chart(volume_change_figure(result), key="simulate.chart")
     st.dataframe(volume_change_frame(result), hide_index=True)
+    token = "" if result.response_guidance is None else f" (response token {result.response_guidance:g})"
     st.caption(f"{result.samples} sample(s) per plan, seed {result.seed}, {result.steps} steps, guidance "
-               f"{result.guidance:g}, {result.precision}; {result.denoiser_passes} denoiser calls, "
+               f"{result.guidance:g}{token}, {result.precision}; {result.denoiser_passes} denoiser calls, "
                f"{result.seconds:.1f} s. Voxels "
                f"outside the change region (tumour + margin, within the liver) are the pre-treatment CT.")

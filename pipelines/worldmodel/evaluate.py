@@ -58,7 +58,7 @@ from pipelines.worldmodel.simulate import STRUCTURES, decode_and_segment, segmen
 from pipelines.worldmodel.weights import TRAIN_COMMANDS, load_world_model
 
 __all__ = ["TARGETS", "ScoredPatient", "choose_plans", "evaluate_dynamics", "evaluate_segmentation", "mean_of",
-           "has_token", "score_patient", "spearman_of", "token_following", "within_patient_spearman"]
+           "has_token", "score_patient", "token_guidance", "spearman_of", "token_following", "within_patient_spearman"]
 
 TARGETS = {"action_sensitivity_ratio": ">= 2", "action_sensitivity_outcome_ratio": ">= 2",
            "viable_change_spearman": ">= 0.7", "c2st_accuracy": "<= 0.70",
@@ -182,6 +182,12 @@ def spearman_of(rows: list[dict], key: str) -> float:
             else float("nan"))
 
 
+def token_guidance(world) -> float | None:
+    """The response guidance a world model samples with (`WorldModel.response_guidance`), ``None`` for a model
+    without a response token (for which it means nothing)."""
+    return world.response_guidance if world.dynamics.response_encoder is not None else None
+
+
 def _mae(rows: list[dict], a: str, b: str) -> float:
     return metrics.mean_finite(abs(r[a] - r[b]) for r in rows).mean
 
@@ -291,6 +297,7 @@ def score_patient(world, cohort, truth, case: Case, plans: list, *, samples: int
 def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathLike | None = None, *,
                       patients: int = 50, plans_per_patient: int = 4, samples: int = 3, seed: int = 0,
                       steps: int = 25, guidance: float = 2.0, c2st_epochs: int = 5, precision: str | None = None,
+                      response_guidance: float | None = None,
                       out: str | os.PathLike | None = None, update_card: bool = True, without_labs: bool = False,
                       progress: bool | ProgressFn | None = None) -> dict[str, Any]:
     """Score the dynamics world model on a held-out virtual cohort (see the module docstring for the recipe).
@@ -303,6 +310,8 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
         samples: T >= 2 samples per plan. seed: plan choice, sampling noise and the C2ST.
         steps, guidance: DDIM steps and classifier-free guidance of `WorldModel.simulate`.
         precision: `WorldModel.precision` (default: the configured ``[worldmodel] precision``).
+        response_guidance: `WorldModel.response_guidance` (default: the configured ``[worldmodel]
+            response_guidance``).
         c2st_epochs: training epochs of the C2ST classifier.
         out: JSON report path (default ``<weights>/dynamics/evaluation.json``).
         update_card: write the "Evaluation" section of ``<weights>/dynamics/MODEL_CARD.md``.
@@ -330,7 +339,7 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
     if samples < 2 or plans_per_patient < 2:
         raise ConfigError(f"evaluate_dynamics needs samples >= 2 and plans_per_patient >= 2 to compare plans with "
                          f"seeds, got samples={samples}, plans_per_patient={plans_per_patient}.")
-    world = load_world_model(weights_dir, precision=precision)
+    world = load_world_model(weights_dir, precision=precision, response_guidance=response_guidance)
     report_progress = resolve_progress(progress, "eval dynamics", "patient")
     pairs: list[dict] = []
     skipped: list[dict] = []
@@ -481,13 +490,15 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
     # 6. the report, its JSON file and the model card
     command = command_line("eval", "dynamics", cohort=cohort.root, weights=world.weights_dir, patients=patients,
                            plans=plans_per_patient, samples=samples, seed=seed, steps=steps,
-                           guidance=guidance, precision=world.precision) + (" --without-labs" if without_labs else "")
+                           guidance=guidance, response_guidance=token_guidance(world),
+                           precision=world.precision) + (" --without-labs" if without_labs else "")
     report = {
         "kind": "dynamics-evaluation", "baseline": "post = pre", "command": command, "weights": str(world.weights_dir),
         "cohort": {"path": display_path(cohort.root), "seed": cohort.seed, "n": len(records), "grid": list(cohort.size)},
         "config": {"patients": patients, "patients_evaluated": evaluated, "plans_per_patient": plans_per_patient,
                    "samples": samples, "seed": seed, "steps": steps, "guidance": guidance,
-                   "precision": world.precision, "without_labs": without_labs,
+                   "response_guidance": token_guidance(world), "precision": world.precision,
+                   "without_labs": without_labs,
                    "clinical_fields": list(world.dynamics.config.get("clinical_fields") or []),
                    "c2st_epochs": c2st_epochs, "crop": world.crop.to_dict(),
                    "max_crop_voxels": world.max_crop_voxels, "change_margin_mm": world.change_margin_mm},

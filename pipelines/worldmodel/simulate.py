@@ -12,7 +12,8 @@
    (`pipelines.worldmodel.regions.latent_masks`, the trainer's own function);
 4. ONE batched DDIM loop (MONAI ``DDIMScheduler``, η = 0) over all P plans × T samples, with classifier-free guidance
    ``ε = ε_null + g (ε_plan − ε_null)`` (Ho & Salimans, https://arxiv.org/abs/2207.12598): the null-plan and plan
-   rows run in the same denoiser call. The initial noise of sample t comes from a `torch.Generator` seeded by
+   rows run in the same denoiser call. With a response token and ``WorldModel.response_guidance`` set, a third
+   branch scales the token on its own (`combine_guidance`). The initial noise of sample t comes from a `torch.Generator` seeded by
    ``(seed, t)`` and is shared by every plan, so for one seed plans differ only through the plan. Rows are split into
    calls of at most ``WorldModel.max_batch``; DDIM with η = 0 is deterministic, so the split changes nothing;
 5. decode and segment the whole decoded crop (one contrast phase, as the segmenter was trained: see
@@ -53,7 +54,7 @@ from pipelines.worldmodel.weights import WorldModel
 
 __all__ = ["predicted_responses",
            "STRUCTURES", "EDGE_SIGMA_VOXELS", "DECODE_BATCH", "StructureSummary", "PlanSimulation", "PastedSample",
-           "blend_weight",
+           "blend_weight", "guidance_branches", "combine_guidance",
            "SimulationResult", "simulate", "decode_and_segment", "segment_in_region", "parse_plans", "sample_noise",
            "crop_sizes", "fitting_crop"]
 
@@ -130,10 +131,11 @@ class SimulationResult:
         region: ``(X, Y, Z)`` bool change region (outside it every sample equals the pre crop).
         crop: the `CropSample` (geometry for `paste_back`); ``case``: the case (its full grid).
         samples, seed, steps, guidance: the sampling settings; precision: the networks' compute dtype
-            (`WorldModel.precision`).
+            (`WorldModel.precision`); response_guidance: `WorldModel.response_guidance` for a response-token
+            model (``None``: none, or a model without the token).
         timings: seconds per stage (``crop``, ``encode``, ``denoise``, ``decode``, ``segment``, ``total``).
         denoiser_passes: denoiser calls (steps × calls per step); ``denoiser_rows``: rows through the denoiser
-            per step (P · T, doubled by classifier-free guidance).
+            per step (P · T times the guidance branches, `guidance_branches`).
         clinical: the covariates a model with ``clinical_fields`` was given (name → value, ``None`` = unknown to
             it); empty for a model of the CT and the plan only.
     """
@@ -152,6 +154,7 @@ class SimulationResult:
     guidance: float = 2.0
     precision: str = "float32"
     timings: dict[str, float] = field(default_factory=dict)
+    response_guidance: float | None = None
     denoiser_passes: int = 0
     denoiser_rows: int = 0
     training_crop_size: tuple[int, int, int] | None = None
@@ -191,7 +194,8 @@ class SimulationResult:
         """Plain, strict-JSON data (non-finite numbers become ``null``): settings, plans, volumes, timings."""
         return json_safe({
             "case_id": self.case_id, "samples": self.samples, "seed": self.seed, "steps": self.steps,
-            "guidance": self.guidance, "precision": self.precision, "crop": {"spacing_mm": list(self.crop.spacing),
+            "guidance": self.guidance, "response_guidance": self.response_guidance, "precision": self.precision,
+            "crop": {"spacing_mm": list(self.crop.spacing),
                                                 "crop_size": list(self.crop.crop_size),
                                                 "centre_world_mm": list(self.crop.centre_world),
                                                 "enlarged": self.enlarged_crop, "note": self.crop_note},
@@ -325,21 +329,44 @@ def _scheduler(world: WorldModel, steps: int) -> DDIMScheduler:
     return scheduler
 
 
-def _denoise(world: WorldModel, pre_latent: torch.Tensor, masks: torch.Tensor, plan_context: torch.Tensor,
-             null_context: torch.Tensor, noise: torch.Tensor, steps: int, guidance: float,
+def guidance_branches(guidance: float, response_guidance: float | None) -> int:
+    """Denoiser rows per simulated row: 1 (the plan branch alone: g = 1 and no separate response scale), 2 (classifier-
+    free guidance, null and plan) or 3 (null, plan without its response token, plan with it: `combine_guidance`)."""
+    if response_guidance is not None and response_guidance != guidance:
+        return 3
+    return 1 if guidance == 1.0 else 2
+
+
+def combine_guidance(eps: Sequence[torch.Tensor], guidance: float, response_guidance: float | None) -> torch.Tensor:
+    """The guided noise estimate from the branches of `guidance_branches` (in that order).
+
+    Two branches: ``ε = ε_null + g (ε_plan − ε_null)``. Three: ``ε = ε_null + g (ε_plan − ε_null) + g_r (ε_full −
+    ε_plan)``, where ε_plan is the plan with its response token left blank (the trainer's dropped token) and ε_full
+    the plan with it, so ``g_r`` scales what the expected response adds to the plan and ``g`` what the plan adds to
+    nothing (compositional guidance, Liu et al. 2022, https://arxiv.org/abs/2206.01714; with ``g_r = g`` it is the
+    two-branch estimate).
+    """
+    if len(eps) == 1:
+        return eps[0]
+    if len(eps) == 2:
+        return eps[0] + guidance * (eps[1] - eps[0])
+    return eps[0] + guidance * (eps[1] - eps[0]) + float(response_guidance) * (eps[2] - eps[1])
+
+
+def _denoise(world: WorldModel, pre_latent: torch.Tensor, masks: torch.Tensor, contexts: Sequence[torch.Tensor],
+             noise: torch.Tensor, steps: int, guidance: float, response_guidance: float | None,
              report) -> tuple[torch.Tensor, int]:
     """DDIM over all P × T rows (row ``p · T + t`` = plan p, sample t), in calls of at most ``world.max_batch``.
 
     Args:
-        pre_latent: ``(1, C, *L)``; masks: ``(2, *L)``; plan_context: ``(P, N, D)``; null_context: ``(1, N, D)``;
-        noise: ``(T, C, *L)``.
+        pre_latent: ``(1, C, *L)``; masks: ``(2, *L)``; noise: ``(T, C, *L)``.
+        contexts: the branches of `guidance_branches`, each ``(P, N, D)`` or ``(1, N, D)`` (the null plan).
 
     Returns:
         final latents ``(P · T, C, *L)`` and the number of denoiser calls.
     """
-    p, t = plan_context.shape[0], noise.shape[0]
-    guided = guidance != 1.0  # g = 1 is the plan branch alone: no null rows needed
-    per_call = world.max_batch // 2 if guided else world.max_batch
+    p, t, branches = max(c.shape[0] for c in contexts), noise.shape[0], len(contexts)
+    per_call = max(1, world.max_batch // branches)
     plan_of = torch.arange(p).repeat_interleave(t)
     sample_of = torch.arange(t).repeat(p)
     chunks = [range(s, min(s + per_call, p * t)) for s in range(0, p * t, per_call)]
@@ -347,21 +374,17 @@ def _denoise(world: WorldModel, pre_latent: torch.Tensor, masks: torch.Tensor, p
     for chunk in chunks:
         idx = torch.tensor(list(chunk))
         x = noise[sample_of[idx]].clone()
-        context = plan_context[plan_of[idx]]
-        if guided:
-            context = torch.cat([null_context.expand(len(idx), -1, -1), context])
+        context = torch.cat([c.expand(p, -1, -1)[plan_of[idx]] for c in contexts])
         rows = context.shape[0]
         pre = pre_latent.expand(rows, *pre_latent.shape[1:])
         mask = masks[None].expand(rows, *masks.shape)
         scheduler = _scheduler(world, steps)
         for timestep in scheduler.timesteps:
-            x_in = torch.cat([x, x]) if guided else x
+            x_in = torch.cat([x] * branches) if branches > 1 else x
             with world.autocast():
                 eps = world.dynamics(x_in, torch.full((rows,), int(timestep), dtype=torch.long), pre, mask,
                                      context).float()
-            if guided:
-                eps_null, eps_plan = eps.chunk(2)
-                eps = eps_null + guidance * (eps_plan - eps_null)
+            eps = combine_guidance(eps.chunk(branches), guidance, response_guidance)
             x, _ = scheduler.step(eps, int(timestep), x)
             calls += 1
             report(f"denoising {calls}/{len(chunks) * steps}")
@@ -503,10 +526,14 @@ def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan |
     region = change_region(pre_labels, world.change_margin_mm, crop.spacing)
     masks = latent_masks(pre_labels, world.autoencoder.downsampling, crop.spacing, world.change_margin_mm)
     voxel_ml = float(np.prod(crop.spacing)) / 1000.0
-    responses = None
-    if world.dynamics.response_encoder is not None:  # the plan rows get the predicted response, the null row none
+    responses, response_guidance = None, None
+    contexts = [null_context, plan_context]  # the plan rows get the predicted response, the null row none
+    if world.dynamics.response_encoder is not None:
         responses = predicted_responses(world, case, pre, pre_labels, plan_list, voxel_ml)
-        plan_context = world.dynamics.encode_plans(plan_list, [clinical] * len(plan_list), responses)
+        contexts.append(world.dynamics.encode_plans(plan_list, [clinical] * len(plan_list), responses))
+        response_guidance = world.response_guidance
+    branches = guidance_branches(guidance, response_guidance)
+    contexts = contexts[-1:] if branches == 1 else [contexts[0], contexts[-1]] if branches == 2 else contexts
     timings["crop"] = time.perf_counter() - start
 
     # 3. encode the pre crop once
@@ -516,7 +543,7 @@ def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan |
     timings["encode"] = time.perf_counter() - t0
 
     # 4. one batched, guided DDIM loop over plans × samples
-    per_call = world.max_batch // 2 if guidance != 1.0 else world.max_batch
+    per_call = max(1, world.max_batch // branches)
     n_calls = math.ceil(len(plan_list) * samples / per_call)
     total, done = n_calls * (steps + 1), [0]
 
@@ -527,7 +554,7 @@ def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan |
 
     t0 = time.perf_counter()
     noise = sample_noise(int(seed), samples, pre_latent.shape[1:])
-    latents, passes = _denoise(world, pre_latent, masks, plan_context, null_context, noise, steps, guidance, report)
+    latents, passes = _denoise(world, pre_latent, masks, contexts, noise, steps, guidance, response_guidance, report)
     timings["denoise"] = time.perf_counter() - t0
 
     # 5.-6. decode, keep the pre crop outside the change region, segment
@@ -547,10 +574,11 @@ def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan |
             summary={k: _summary(pre_volumes[k], v) for k, v in volumes.items()},
             response=None if responses is None else dict(zip(RESPONSE_TARGETS, map(float, responses[i])))))
     timings["total"] = time.perf_counter() - start
-    rows_per_step = len(plan_list) * samples * (2 if guidance != 1.0 else 1)
+    rows_per_step = len(plan_list) * samples * branches
     return SimulationResult(
         case_id=case.case_id, plans=results, pre_hu=unwindow_hu(pre[0, 0]).numpy().astype(np.float32),
         pre_labels=pre_labels, pre_volumes=pre_volumes, region=region, crop=crop, case=case, samples=samples,
         seed=int(seed), steps=steps, guidance=guidance, precision=world.precision, timings=timings,
+        response_guidance=response_guidance,
         denoiser_passes=passes, denoiser_rows=rows_per_step, training_crop_size=tuple(world.crop.crop_size),
         clinical=clinical)

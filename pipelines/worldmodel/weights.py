@@ -77,6 +77,9 @@ class WorldModel:
             in the weights folder), else ``None``.
         max_crop_voxels: largest crop side (voxels) `simulate` may enlarge the training crop to when a lesion does
             not fit in it (in steps of `crop_step`, same spacing); equal to the training crop size to disable.
+        response_guidance: for a dynamics model with a response token, the guidance scale of the token alone
+            (`pipelines.worldmodel.simulate.combine_guidance`: a third denoiser branch, the plan without its
+            token); ``None`` scales plan and token together by the classifier-free guidance of `simulate`.
     """
 
     autoencoder: CropAutoencoder
@@ -91,6 +94,7 @@ class WorldModel:
     precision: str = "float32"
     metas: dict[str, CheckpointMeta] = field(default_factory=dict, repr=False)
     response: "ResponsePredictor | None" = None
+    response_guidance: float | None = None
 
     @property
     def crop_step(self) -> int:
@@ -191,7 +195,8 @@ def _check_autoencoder(trained_on: dict, ae_meta: CheckpointMeta, autoencoder: C
 
 
 def load_world_model(weights_dir: str | os.PathLike | None = None, max_batch: int = 32,
-                     max_crop_voxels: int | None = None, precision: str | None = None) -> WorldModel:
+                     max_crop_voxels: int | None = None, precision: str | None = None,
+                     response_guidance: float | None = None) -> WorldModel:
     """Load ``autoencoder/``, ``dynamics/`` and ``segmentation/`` from ``weights_dir`` and check they fit together.
 
     Args:
@@ -200,23 +205,30 @@ def load_world_model(weights_dir: str | os.PathLike | None = None, max_batch: in
         max_batch: most rows per denoiser call in `WorldModel.simulate`.
         max_crop_voxels: `WorldModel.max_crop_voxels`; default the configured ``[worldmodel] max_crop_voxels``.
         precision: `WorldModel.precision` (`PRECISIONS`); default the configured ``[worldmodel] precision``.
+        response_guidance: `WorldModel.response_guidance`; default the configured ``[worldmodel]
+            response_guidance``.
 
     Raises:
-        ConfigError: an unknown precision.
+        ConfigError: an unknown precision, a response guidance that is not a finite number.
         CheckpointNotFoundError: a checkpoint is missing or unreadable, or the three do not fit together (the
             dynamics model was trained on another autoencoder, or the crop size does not suit the networks); the
             message names the ``mewm train`` command that makes the checkpoint to replace.
     """
-    if weights_dir is None or max_crop_voxels is None or precision is None:
+    if weights_dir is None or max_crop_voxels is None or precision is None or response_guidance is None:
         from pipelines.config import load_config
 
         config = load_config().worldmodel
         weights_dir = config.weights_dir if weights_dir is None else weights_dir
         max_crop_voxels = config.max_crop_voxels if max_crop_voxels is None else max_crop_voxels
         precision = config.precision if precision is None else precision
+        response_guidance = config.response_guidance if response_guidance is None else response_guidance
     if precision not in PRECISIONS:
         raise ConfigError(f"load_world_model: precision must be one of {', '.join(PRECISIONS)} "
                           f"([worldmodel] precision, --precision), got {precision!r}.")
+    if (isinstance(response_guidance, bool) or not isinstance(response_guidance, (int, float))
+            or not math.isfinite(response_guidance)):
+        raise ConfigError(f"load_world_model: response_guidance must be a finite number ([worldmodel] "
+                          f"response_guidance, --response-guidance), got {response_guidance!r}.")
     root = Path(weights_dir).expanduser()
     if max_batch < 2:
         raise ValueError(f"load_world_model: max_batch must be >= 2 (classifier-free guidance pairs), got "
@@ -251,7 +263,8 @@ def load_world_model(weights_dir: str | os.PathLike | None = None, max_batch: in
         response, metas["response"] = _load_response(root, crop)
     return WorldModel(autoencoder=autoencoder, dynamics=dynamics, segmenter=segmenter, crop=crop,
                       change_margin_mm=margin, scheduler=scheduler, weights_dir=root, max_batch=int(max_batch),
-                      max_crop_voxels=int(max_crop_voxels), precision=precision, metas=metas, response=response)
+                      max_crop_voxels=int(max_crop_voxels), precision=precision, metas=metas, response=response,
+                      response_guidance=float(response_guidance))
 
 
 def _load_response(root: Path, crop: CropConfig):

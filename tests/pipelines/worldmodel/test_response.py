@@ -287,3 +287,81 @@ def test_train_response_cli(tmp_path_factory, capsys):
     text = capsys.readouterr().out
     assert "Trained response" in text and "held-out viable" in text
     assert json.loads((out / "config.json").read_text())["config"]["clinical_fields"] == ["afp", "n_lesions"]
+
+
+def test_combine_guidance_known_answers():
+    from pipelines.worldmodel.simulate import combine_guidance, guidance_branches
+
+    assert [guidance_branches(g, r) for g, r in ((1.0, None), (1.0, 1.0), (2.0, None), (2.0, 2.0))] == [1, 1, 2, 2]
+    assert guidance_branches(2.0, 5.0) == 3 and guidance_branches(1.0, 3.0) == 3
+    null, plan, full = torch.tensor([1.0]), torch.tensor([3.0]), torch.tensor([4.0])
+    assert combine_guidance([full], 1.0, None).item() == 4.0
+    assert combine_guidance([null, full], 2.0, None).item() == 1.0 + 2.0 * 3.0
+    # null + g (plan - null) + g_r (full - plan)
+    assert combine_guidance([null, plan, full], 2.0, 5.0).item() == 1.0 + 2.0 * 2.0 + 5.0 * 1.0
+    # g_r = g: the blank-token branch cancels and the two-branch estimate remains
+    assert combine_guidance([null, plan, full], 2.0, 2.0).item() == combine_guidance([null, full], 2.0, None).item()
+
+
+def test_response_guidance_runs_a_third_branch_without_the_token(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from pipelines.worldmodel.weights import load_world_model
+
+    torch.set_num_threads(1)
+    root = write_tiny_weights(tmp_path / "w", response_token=True)
+    world = load_world_model(root, max_crop_voxels=16, response_guidance=2.0)
+    case = make_case()
+    plain = world.simulate(case, PLANS, samples=2, steps=3, seed=1, guidance=2.0)
+    assert plain.response_guidance == 2.0 and plain.denoiser_rows == 2 * 2 * 2  # g_r = g: two branches
+
+    contexts = []
+    forward = world.dynamics.forward
+
+    def spy(x, t, pre, mask, context):
+        contexts.append(context.clone())
+        return forward(x, t, pre, mask, context)
+
+    monkeypatch.setattr(world.dynamics, "forward", spy)
+    strong = replace(world, response_guidance=6.0).simulate(case, PLANS, samples=2, steps=3, seed=1, guidance=2.0)
+    assert strong.denoiser_rows == 2 * 2 * 3 and strong.to_dict()["response_guidance"] == 6.0
+    # rows: null plan, the plans with a blank token, the plans with their predicted response (plan p, sample t)
+    clinical = [strong.clinical] * len(PLANS)
+    null = world.dynamics.encode_plans([None], [strong.clinical])
+    blank = world.dynamics.encode_plans(PLANS, clinical)
+    full = world.dynamics.encode_plans(PLANS, clinical, torch.tensor([list(s.response.values()) for s in strong.plans]))
+    expected = torch.cat([null.expand(4, -1, -1), blank.repeat_interleave(2, 0), full.repeat_interleave(2, 0)])
+    torch.testing.assert_close(contexts[0], expected)
+    monkeypatch.undo()
+
+    assert not np.allclose(strong.plans[0].crops_hu, plain.plans[0].crops_hu)  # the token's scale reaches samples
+    again = replace(world, response_guidance=6.0).simulate(case, PLANS, samples=2, steps=3, seed=1, guidance=2.0)
+    np.testing.assert_array_equal(again.plans[0].crops_hu, strong.plans[0].crops_hu)  # deterministic
+    split = replace(world, response_guidance=6.0, max_batch=3).simulate(case, PLANS, samples=2, steps=3, seed=1,
+                                                                        guidance=2.0)
+    assert split.denoiser_passes == 4 * 3  # one plan-sample row (three branches) per call
+    for p, q in zip(strong.plans, split.plans):
+        np.testing.assert_allclose(p.crops_hu, q.crops_hu, atol=1e-4 * 775)
+
+
+def test_response_guidance_is_configured_checked_and_ignored_without_a_token(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from pipelines.worldmodel.weights import load_world_model
+
+    torch.set_num_threads(1)
+    root = write_tiny_weights(tmp_path / "w")  # no response token
+    monkeypatch.setenv("MEWM_WORLDMODEL__RESPONSE_GUIDANCE", "5")
+    world = load_world_model(root, max_crop_voxels=16)
+    assert world.response_guidance == 5.0
+    assert load_world_model(root, max_crop_voxels=16, response_guidance=3).response_guidance == 3.0
+    with pytest.raises(ConfigError, match="response_guidance must be a finite number"):
+        load_world_model(root, max_crop_voxels=16, response_guidance=float("inf"))
+    case = make_case()
+    a = world.simulate(case, PLANS, samples=1, steps=2, seed=0)
+    b = replace(world, response_guidance=2.0).simulate(case, PLANS, samples=1, steps=2, seed=0)
+    assert a.response_guidance is None and a.denoiser_rows == 2 * 1 * 2
+    np.testing.assert_array_equal(a.plans[0].crops_hu, b.plans[0].crops_hu)
+    args = build_parser().parse_args(["simulate", "--case", "x", "--plan", "PVA", "--out", "o",
+                                      "--response-guidance", "4.5"])
+    assert args.response_guidance == 4.5

@@ -1,0 +1,77 @@
+"""Probe of the response-token guidance (`WorldModel.response_guidance`, `simulate.combine_guidance`): the same
+patients, plans, samples and seed as `mewm eval dynamics`, simulated once per guidance setting, against the
+counterfactual truth rendered once.
+
+Usage: .venv/bin/python scripts/response_guidance_probe.py COHORT N SETTING [SETTING ...]
+  SETTING is G:R (classifier-free guidance G, response guidance R; R = G or "-" is the two-branch sampler).
+e.g.   .venv/bin/python scripts/response_guidance_probe.py runs/cohort_heldout75 20 2:- 2:4 2:7
+Prints per setting: pooled, training-crop and within-patient Spearman of the simulated viable change against the
+truth, its MAE (ml), how the simulation follows the response token (within patient), and seconds per patient.
+"""
+
+import dataclasses
+import sys
+import time
+
+import numpy as np
+import torch
+
+from models.errors import LesionTooLargeError
+from pipelines.cohort.counterfactual import choose_plans, regenerate_cohort, render_counterfactual
+from pipelines.manifest import load_manifest_case, read_manifest
+from pipelines.worldmodel import evaluate as ev
+from pipelines.worldmodel import metrics
+from pipelines.worldmodel.weights import load_world_model
+
+
+def parse_setting(text: str) -> tuple[float, float | None]:
+    g, _, r = text.partition(":")
+    return float(g), None if r in ("", "-") else float(r)
+
+
+@torch.no_grad()
+def main(cohort_dir: str, n: int, settings: list[str]) -> None:
+    cohort = regenerate_cohort(cohort_dir)
+    records = read_manifest(cohort.root)
+    world = load_world_model()
+    rows: dict[str, list[dict]] = {s: [] for s in settings}
+    seconds = {s: 0.0 for s in settings}
+    for i in range(n):
+        truth, case = cohort.truths[i], load_manifest_case(records[i])
+        plans = choose_plans(truth.plan, cohort.plans, 4, 0, i)
+        true_change = None
+        for setting in settings:
+            g, r = parse_setting(setting)
+            t0 = time.perf_counter()
+            try:
+                result = dataclasses.replace(world, response_guidance=r).simulate(case, plans, samples=3, seed=0,
+                                                                                 steps=25, guidance=g)
+            except LesionTooLargeError:
+                break
+            seconds[setting] += time.perf_counter() - t0
+            voxel_ml = float(np.prod(result.crop.spacing)) / 1000.0
+            pre_viable = metrics.viable_volume_ml(result.pre_labels, voxel_ml)
+            if true_change is None:
+                true_change = [metrics.viable_volume_ml(ev._truth_crop(
+                    case, render_counterfactual(truth, plan, cohort.size), result.crop).post_labels[0].numpy(),
+                    voxel_ml) - pre_viable for plan in plans]
+            for plan, sim, true in zip(plans, result.plans, true_change):
+                rows[setting].append({"case_id": case.case_id, "enlarged_crop": result.enlarged_crop,
+                                      "true_viable_change_ml": true,
+                                      "pred_viable_change_ml": float(np.mean(sim.changes["viable_tumour"])),
+                                      **ev._token_row(sim, result.pre_labels, pre_viable, voxel_ml)})
+        print(f"patient {i + 1}/{n} done", flush=True)
+    for setting in settings:
+        r = rows[setting]
+        train = [x for x in r if not x["enlarged_crop"]]
+        key, true = "pred_viable_change_ml", "true_viable_change_ml"
+        line = (f"{setting:>8}: {len(r)} pairs, pooled {ev.spearman_of(r, key):.3f}, training crop "
+                f"{metrics.spearman([x[key] for x in train], [x[true] for x in train]):.3f} ({len(train)}), "
+                f"within-patient {ev.within_patient_spearman(r, key).mean:.3f}, MAE {ev._mae(r, key, true):.1f} ml")
+        if ev.has_token(r):
+            line += f", token following {ev.token_following(r).mean:.3f}"
+        print(line + f", {seconds[setting] / max(1, len({x['case_id'] for x in r})):.1f} s/patient", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3:])

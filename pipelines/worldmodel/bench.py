@@ -33,6 +33,7 @@ from pipelines.progress import ProgressFn, resolve_progress
 from pipelines.worldmodel.metrics import json_safe
 from pipelines.worldmodel.report import (command_line, machine_info, metric_entry, peak_rss_mb,
                                          update_card_section, write_report)
+from pipelines.worldmodel.evaluate import token_guidance
 from pipelines.worldmodel.simulate import DECODE_BATCH
 from pipelines.worldmodel.weights import PRECISIONS, WorldModel, load_world_model
 
@@ -102,7 +103,7 @@ def bench_dynamics(weights_dir: str | os.PathLike | None = None, *, plans: int =
                                 steps=steps, repeats=repeats, precision=",".join(precisions)),
         "weights": str(world.weights_dir), "case_id": case.case_id,
         "config": {"plans": plans, "samples": samples, "steps": steps, "repeats": repeats, "guidance": guidance,
-                   "max_batch": world.max_batch, "decode_batch": DECODE_BATCH, "crop": world.crop.to_dict(),
+                   "response_guidance": token_guidance(world), "max_batch": world.max_batch, "decode_batch": DECODE_BATCH, "crop": world.crop.to_dict(),
                    "plan_list": [p.canonical() for p in plan_list], "precisions": list(precisions)},
         **runs[0], "runs": runs,
         "reference": dict(REFERENCE, note="MeWM reference: 200-step ancestral DDPM per batch of 5 samples, plus a "
@@ -145,23 +146,24 @@ def _time_modes(world: WorldModel, case: Case, plan_list: list, samples: int, st
 
     n = len(plan_list) * samples
     batched_sps, single_sps = n / min(batched), n / min(single)
-    guided = guidance != 1.0
+    branches = result.denoiser_rows // n  # denoiser rows per simulated row: guidance branches (`guidance_branches`)
     return {
         "precision": world.precision,
         "batched": {"seconds": batched, "samples_per_second": batched_sps, "timings_s": result.timings},
         "one_at_a_time": {"seconds": single, "samples_per_second": single_sps, "timings_s": single_timings},
         "speedup": metric_entry(batched_sps / single_sps, SPEEDUP_TARGET),
         "seconds_per_plan": min(batched) / len(plan_list),
-        "denoiser": {"passes_per_sample": steps * (2 if guided else 1),
+        "denoiser": {"passes_per_sample": steps * branches,
                      "calls_per_plan": result.denoiser_passes / len(plan_list),
                      "calls_total": result.denoiser_passes, "rows_per_step": result.denoiser_rows,
-                     "classifier_free_guidance": guided},
+                     "classifier_free_guidance": branches > 1, "guidance_branches": branches},
     }
 
 
 def _card_text(bench: dict[str, Any], out: Path) -> str:
     m, c = bench["machine"], bench["config"]
-    lines = [f"{c['plans']} plans × {c['samples']} samples, {c['steps']} DDIM steps, guidance {c['guidance']}, "
+    token = "" if c.get("response_guidance") is None else f" (response token {c['response_guidance']})"
+    lines = [f"{c['plans']} plans × {c['samples']} samples, {c['steps']} DDIM steps, guidance {c['guidance']}{token}, "
              f"case {bench['case_id']}; up to {c['max_batch']} rows per denoiser call, {c['decode_batch']} crops per "
              "decoder / segmenter call.", "",
              "| precision | batched samples/s | one at a time samples/s | speed-up (target " + SPEEDUP_TARGET

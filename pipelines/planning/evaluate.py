@@ -131,7 +131,6 @@ def evaluate_planning(cohort: str | os.PathLike, world_dir: str | os.PathLike, s
     from pipelines.cohort.plan_space import read_plan_space
     from pipelines.planning.search import plan_case
     from pipelines.survival.model import load_survival_model
-    from pipelines.worldmodel.evaluate import token_guidance
     from pipelines.worldmodel.weights import load_world_model
 
     cohort = Path(cohort)
@@ -152,7 +151,7 @@ def evaluate_planning(cohort: str | os.PathLike, world_dir: str | os.PathLike, s
     settings = {"cohort": str(cohort), "patients": len(records), "samples": samples, "steps": steps,
                 "guidance": guidance, "seed": seed, "world_model": str(world_dir),
                 "world_model_precision": world.precision,
-                "world_model_response_guidance": token_guidance(world), "survival": str(survival_dir),
+                "world_model_response_guidance": world.token_guidance, "survival": str(survival_dir),
                 "survival_kind": survival.kind, "train_manifest": str(train_manifest), "policy": policy.name,
                 "survival_sees_plan": survival_sees_plan}
     done: dict[str, dict] = {}

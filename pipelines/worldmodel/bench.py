@@ -33,7 +33,6 @@ from pipelines.progress import ProgressFn, resolve_progress
 from pipelines.worldmodel.metrics import json_safe
 from pipelines.worldmodel.report import (command_line, machine_info, metric_entry, peak_rss_mb,
                                          update_card_section, write_report)
-from pipelines.worldmodel.evaluate import token_guidance
 from pipelines.worldmodel.simulate import DECODE_BATCH
 from pipelines.worldmodel.weights import PRECISIONS, WorldModel, load_world_model
 
@@ -103,7 +102,8 @@ def bench_dynamics(weights_dir: str | os.PathLike | None = None, *, plans: int =
                                 steps=steps, repeats=repeats, precision=",".join(precisions)),
         "weights": str(world.weights_dir), "case_id": case.case_id,
         "config": {"plans": plans, "samples": samples, "steps": steps, "repeats": repeats, "guidance": guidance,
-                   "response_guidance": token_guidance(world), "max_batch": world.max_batch, "decode_batch": DECODE_BATCH, "crop": world.crop.to_dict(),
+                   "response_guidance": world.token_guidance, "max_batch": world.max_batch,
+                   "decode_batch": DECODE_BATCH, "crop": world.crop.to_dict(),
                    "plan_list": [p.canonical() for p in plan_list], "precisions": list(precisions)},
         **runs[0], "runs": runs,
         "reference": dict(REFERENCE, note="MeWM reference: 200-step ancestral DDPM per batch of 5 samples, plus a "
@@ -163,9 +163,9 @@ def _time_modes(world: WorldModel, case: Case, plan_list: list, samples: int, st
 def _card_text(bench: dict[str, Any], out: Path) -> str:
     m, c = bench["machine"], bench["config"]
     token = "" if c.get("response_guidance") is None else f" (response token {c['response_guidance']})"
-    lines = [f"{c['plans']} plans × {c['samples']} samples, {c['steps']} DDIM steps, guidance {c['guidance']}{token}, "
-             f"case {bench['case_id']}; up to {c['max_batch']} rows per denoiser call, {c['decode_batch']} crops per "
-             "decoder / segmenter call.", "",
+    lines = [f"{c['plans']} plans × {c['samples']} samples, {c['steps']} DDIM steps, guidance {c['guidance']}"
+             f"{token}, case {bench['case_id']}; up to {c['max_batch']} rows per denoiser call, "
+             f"{c['decode_batch']} crops per decoder / segmenter call.", "",
              "| precision | batched samples/s | one at a time samples/s | speed-up (target " + SPEEDUP_TARGET
              + ") | s per plan |", "|---|---|---|---|---|"]
     for run in bench["runs"]:

@@ -41,7 +41,7 @@ from pipelines.manifest import load_manifest_case, read_manifest
 from pipelines.progress import ProgressFn, resolve_progress
 from pipelines.worldmodel import metrics
 from pipelines.worldmodel.drug_probe import PROBE_DRUGS, PROBE_EMBOLICS, probe_plans
-from pipelines.worldmodel.evaluate import (has_token, mean_of, score_patient, token_following, token_guidance,
+from pipelines.worldmodel.evaluate import (has_token, mean_of, score_patient, token_following,
                                            within_patient_spearman)
 from pipelines.worldmodel.report import (command_line, display_path, machine_info, metric_entry,
                                          update_card_section, write_report)
@@ -183,7 +183,7 @@ def evaluate_drug_response(cohort_dir: str | os.PathLike, weights_dir: str | os.
     seconds["total"] = time.perf_counter() - start
     command = command_line("eval", "drugs", cohort=cohort.root, weights=world.weights_dir, patients=patients,
                            samples=samples, seed=seed, steps=steps, guidance=guidance,
-                           response_guidance=token_guidance(world), precision=world.precision)
+                           response_guidance=world.token_guidance, precision=world.precision)
     if tuple(drugs) != PROBE_DRUGS:
         command += f" --drugs {','.join(drugs)!r}"
     if tuple(embolics) != PROBE_EMBOLICS:
@@ -192,7 +192,7 @@ def evaluate_drug_response(cohort_dir: str | os.PathLike, weights_dir: str | os.
         "kind": "drug-response-evaluation", "command": command, "weights": str(world.weights_dir),
         "cohort": {"path": display_path(cohort.root), "seed": cohort.seed, "n": len(records)},
         "config": {"patients": patients, "patients_evaluated": len(per_patient), "samples": samples, "seed": seed,
-                   "steps": steps, "guidance": guidance, "response_guidance": token_guidance(world),
+                   "steps": steps, "guidance": guidance, "response_guidance": world.token_guidance,
                    "precision": world.precision, "plans": [p.canonical() for p in plans]},
         "machine": machine_info(), **figures,
         "true_viable_change_ml": mean_of([r for rows in per_patient for r in rows], "true_viable_change_ml"),

@@ -58,7 +58,7 @@ from pipelines.worldmodel.simulate import STRUCTURES, decode_and_segment, segmen
 from pipelines.worldmodel.weights import TRAIN_COMMANDS, load_world_model
 
 __all__ = ["TARGETS", "ScoredPatient", "choose_plans", "evaluate_dynamics", "evaluate_segmentation", "mean_of",
-           "has_token", "score_patient", "token_guidance", "spearman_of", "token_following", "within_patient_spearman"]
+           "has_token", "score_patient", "spearman_of", "token_following", "within_patient_spearman"]
 
 TARGETS = {"action_sensitivity_ratio": ">= 2", "action_sensitivity_outcome_ratio": ">= 2",
            "viable_change_spearman": ">= 0.7", "c2st_accuracy": "<= 0.70",
@@ -180,12 +180,6 @@ def spearman_of(rows: list[dict], key: str) -> float:
     """Spearman of ``key`` vs the true viable change over ``rows`` (``nan`` for fewer than 3)."""
     return (metrics.spearman([r[key] for r in rows], [r["true_viable_change_ml"] for r in rows]) if len(rows) > 2
             else float("nan"))
-
-
-def token_guidance(world) -> float | None:
-    """The response guidance a world model samples with (`WorldModel.response_guidance`), ``None`` for a model
-    without a response token (for which it means nothing)."""
-    return world.response_guidance if world.dynamics.response_encoder is not None else None
 
 
 def _mae(rows: list[dict], a: str, b: str) -> float:
@@ -490,14 +484,14 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
     # 6. the report, its JSON file and the model card
     command = command_line("eval", "dynamics", cohort=cohort.root, weights=world.weights_dir, patients=patients,
                            plans=plans_per_patient, samples=samples, seed=seed, steps=steps,
-                           guidance=guidance, response_guidance=token_guidance(world),
+                           guidance=guidance, response_guidance=world.token_guidance,
                            precision=world.precision) + (" --without-labs" if without_labs else "")
     report = {
         "kind": "dynamics-evaluation", "baseline": "post = pre", "command": command, "weights": str(world.weights_dir),
         "cohort": {"path": display_path(cohort.root), "seed": cohort.seed, "n": len(records), "grid": list(cohort.size)},
         "config": {"patients": patients, "patients_evaluated": evaluated, "plans_per_patient": plans_per_patient,
                    "samples": samples, "seed": seed, "steps": steps, "guidance": guidance,
-                   "response_guidance": token_guidance(world), "precision": world.precision,
+                   "response_guidance": world.token_guidance, "precision": world.precision,
                    "without_labs": without_labs,
                    "clinical_fields": list(world.dynamics.config.get("clinical_fields") or []),
                    "c2st_epochs": c2st_epochs, "crop": world.crop.to_dict(),

@@ -12,10 +12,11 @@
    (`pipelines.worldmodel.regions.latent_masks`, the trainer's own function);
 4. ONE batched DDIM loop (MONAI ``DDIMScheduler``, η = 0) over all P plans × T samples, with classifier-free guidance
    ``ε = ε_null + g (ε_plan − ε_null)`` (Ho & Salimans, https://arxiv.org/abs/2207.12598): the null-plan and plan
-   rows run in the same denoiser call. With a response token and ``WorldModel.response_guidance`` set, a third
-   branch scales the token on its own (`combine_guidance`). The initial noise of sample t comes from a `torch.Generator` seeded by
-   ``(seed, t)`` and is shared by every plan, so for one seed plans differ only through the plan. Rows are split into
-   calls of at most ``WorldModel.max_batch``; DDIM with η = 0 is deterministic, so the split changes nothing;
+   rows run in the same denoiser call. For a model with a response token whose ``WorldModel.response_guidance``
+   differs from g, a third branch scales the token on its own (`combine_guidance`). The initial noise of sample t
+   comes from a `torch.Generator` seeded by ``(seed, t)`` and is shared by every plan, so for one seed plans differ
+   only through the plan. Rows are split into calls of at most ``WorldModel.max_batch``; DDIM with η = 0 is
+   deterministic, so the split changes nothing;
 5. decode and segment the whole decoded crop (one contrast phase, as the segmenter was trained: see
    `decode_and_segment`); outside the change region the labels stay the pre-treatment labels;
 6. keep the pre-treatment voxels outside the change region (a soft edge of ``EDGE_SIGMA_VOXELS`` inside it);
@@ -531,7 +532,7 @@ def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan |
     if world.dynamics.response_encoder is not None:
         responses = predicted_responses(world, case, pre, pre_labels, plan_list, voxel_ml)
         contexts.append(world.dynamics.encode_plans(plan_list, [clinical] * len(plan_list), responses))
-        response_guidance = world.response_guidance
+        response_guidance = world.token_guidance
     branches = guidance_branches(guidance, response_guidance)
     contexts = contexts[-1:] if branches == 1 else [contexts[0], contexts[-1]] if branches == 2 else contexts
     timings["crop"] = time.perf_counter() - start

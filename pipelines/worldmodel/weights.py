@@ -104,6 +104,12 @@ class WorldModel:
         return math.lcm(self.autoencoder.downsampling * 2 ** dynamics_levels, self.segmenter.divisor)
 
     @property
+    def token_guidance(self) -> float | None:
+        """The response guidance it samples with (`response_guidance`), ``None`` for a dynamics model without a
+        response token (for which it means nothing)."""
+        return self.response_guidance if self.dynamics.response_encoder is not None else None
+
+    @property
     def device(self) -> torch.device:
         return next(self.dynamics.parameters()).device
 

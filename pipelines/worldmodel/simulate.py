@@ -527,14 +527,14 @@ def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan |
     region = change_region(pre_labels, world.change_margin_mm, crop.spacing)
     masks = latent_masks(pre_labels, world.autoencoder.downsampling, crop.spacing, world.change_margin_mm)
     voxel_ml = float(np.prod(crop.spacing)) / 1000.0
-    responses, response_guidance = None, None
-    contexts = [null_context, plan_context]  # the plan rows get the predicted response, the null row none
+    responses, full_context = None, plan_context  # the plan rows get the predicted response, the null row none
     if world.dynamics.response_encoder is not None:
         responses = predicted_responses(world, case, pre, pre_labels, plan_list, voxel_ml)
-        contexts.append(world.dynamics.encode_plans(plan_list, [clinical] * len(plan_list), responses))
-        response_guidance = world.token_guidance
+        full_context = world.dynamics.encode_plans(plan_list, [clinical] * len(plan_list), responses)
+    response_guidance = world.token_guidance
     branches = guidance_branches(guidance, response_guidance)
-    contexts = contexts[-1:] if branches == 1 else [contexts[0], contexts[-1]] if branches == 2 else contexts
+    contexts = {1: [full_context], 2: [null_context, full_context],
+                3: [null_context, plan_context, full_context]}[branches]
     timings["crop"] = time.perf_counter() - start
 
     # 3. encode the pre crop once

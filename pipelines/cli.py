@@ -82,7 +82,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("--reconstructed-fraction needs --autoencoder DIR (whose reconstructions to train on).")
         fraction = train.RECONSTRUCTED_FRACTION if args.reconstructed_fraction is None else args.reconstructed_fraction
         report = train.train_segmentation(args.manifest, args.out, autoencoder_dir=args.autoencoder,
-                                          reconstructed_fraction=fraction,
+                                          reconstructed_fraction=fraction, volume_weight=args.volume_weight,
                                           model_config={**train.MODEL_CONFIGS["segmentation"], "norm": args.norm},
                                           **common)
     else:
@@ -311,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
             tr.add_argument("--reconstructed-fraction", type=float,
                             help="share of training crops replaced by their autoencoder reconstruction "
                                  "(with --autoencoder; default worldmodel.train.RECONSTRUCTED_FRACTION = 0.5)")
+            tr.add_argument("--volume-weight", type=float, default=0.0,
+                            help="add this times the relative error of the viable-tumour, necrosis and Lipiodol "
+                                 "volumes to the loss (default 0: DiceCE alone; the segmenter measures volumes)")
             tr.add_argument("--norm", choices=("instance", "batch"), default="instance",
                             help="the segmenter's normalisation: instance (default) or batch (keeps absolute HU "
                                  "visible; --init-from an instance-norm checkpoint carries its weights over)")

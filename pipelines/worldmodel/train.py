@@ -7,7 +7,8 @@ Every trainer: 1. crop cache of the manifest (`build_crop_cache`) and the fixed 
 - `train_autoencoder`: L1 reconstruction + 1e-6 KL on the windowed pre and post crops (random flips); afterwards
   ``scale_factor`` = 1 / std of the training latents, so the diffusion model sees unit-variance latents.
 - `train_segmentation`: MONAI ``DiceCELoss`` (softmax, one-hot labels) over the 5 classes of
-  `pipelines.volume.LABELS`, on pre and post crops (random flips).
+  `pipelines.volume.LABELS`, on pre and post crops (random flips); optionally plus ``volume_weight`` times
+  `volume_error` (the segmenter measures volumes, and Dice alone leaves them biased).
 - `train_dynamics`: DDPM ε-prediction MSE on the post-treatment latent given the pre-treatment latent, the tumour and
   change-region masks and the plan; the plan is replaced by the null plan with probability ``cond_drop_prob`` for
   classifier-free guidance. The latents come from a trained autoencoder, encoded once (`LatentPairs`).
@@ -47,7 +48,7 @@ from pipelines.worldmodel.weights import encodes_like
 
 __all__ = ["DEFAULTS", "FINE_TUNE_LR", "MODEL_CONFIGS", "DEFAULT_CROP", "DDPM_SCHEDULER", "KL_WEIGHT",
            "COND_DROP_PROB", "RECONSTRUCTED_FRACTION", "train_autoencoder", "train_segmentation", "train_dynamics",
-           "build_ddpm_scheduler"]
+           "build_ddpm_scheduler", "volume_error", "VOLUME_CLASSES", "VOLUME_TEMPERATURE", "VOLUME_FLOOR_VOXELS"]
 
 # Defaults sized for a 2-core CPU (stack-notes.md timings); the CLI uses them too.
 DEFAULTS = {
@@ -73,6 +74,12 @@ RECONSTRUCTED_FRACTION = 0.5
 DDPM_SCHEDULER = {"name": "DDPMScheduler", "num_train_timesteps": 1000, "schedule": "scaled_linear_beta",
                   "beta_start": 0.0015, "beta_end": 0.0195, "prediction_type": "epsilon"}
 VAL_BATCH = 4
+# `volume_error`: the classes whose volumes the world model reports (viable tumour, necrosis, Lipiodol), the softmax
+# temperature that makes soft volumes close to the argmax volumes the simulation counts, and a floor (voxels) on the
+# denominator so that a class absent from a crop (or a few voxels of it) does not dominate.
+VOLUME_CLASSES = (LABELS["tumour"], LABELS["necrosis"], LABELS["lipiodol"])
+VOLUME_TEMPERATURE = 0.25
+VOLUME_FLOOR_VOXELS = 200.0
 # `train_autoencoder` ``decoder_only``: the weights that learn (the rest decides the latents and stays frozen).
 DECODER_PREFIXES = ("net.decoder.", "net.post_quant_conv.")
 # `train_dynamics` ``response_token`` with ``init_from`` a model without one: the weights that start fresh.
@@ -471,6 +478,26 @@ def train_autoencoder(manifest: str | os.PathLike, out: str | os.PathLike, *, st
 
 
 # ------------------------------------------------------------------------------------------------ segmentation
+def volume_error(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[int] = VOLUME_CLASSES, *,
+                 temperature: float = VOLUME_TEMPERATURE, floor: float = VOLUME_FLOOR_VOXELS) -> torch.Tensor:
+    """Mean relative error of the predicted class volumes, a differentiable stand-in for the argmax volumes.
+
+    For each crop b and class c: ``|Σ softmax(logits / temperature)_c − Σ [labels = c]| / (Σ [labels = c] + floor)``,
+    averaged over crops and ``classes``. A temperature below 1 sharpens the softmax towards the argmax the simulation
+    counts, so the gradient falls on the voxels whose label is in doubt (the edge of a lesion or of its viable rim).
+
+    Args:
+        logits: ``(B, C, *S)``; labels: ``(B, 1, *S)`` integer class map.
+    """
+    if temperature <= 0 or floor <= 0:
+        raise ValueError(f"volume_error: temperature and floor must be positive, got {temperature!r}, {floor!r}.")
+    probs = torch.softmax(logits.float() / temperature, dim=1)
+    idx = list(classes)
+    predicted = probs[:, idx].flatten(2).sum(dim=2)  # (B, K)
+    true = torch.stack([(labels == c).flatten(1).sum(dim=1) for c in idx], dim=1).to(predicted.dtype)
+    return ((predicted - true).abs() / (true + floor)).mean()
+
+
 def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, steps: int | None = None,
                        batch_size: int | None = None, lr: float | None = None, seed: int = 0, resume: bool = False,
                        progress: bool | ProgressFn | None = True, model_config: dict[str, Any] | None = None,
@@ -478,7 +505,8 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
                        schedule: dict[str, int] | None = None, device: str = "cpu", amp: bool = False,
                        init_from: str | os.PathLike | None = None,
                        autoencoder_dir: str | os.PathLike | None = None,
-                       reconstructed_fraction: float = RECONSTRUCTED_FRACTION) -> TrainReport:
+                       reconstructed_fraction: float = RECONSTRUCTED_FRACTION,
+                       volume_weight: float = 0.0) -> TrainReport:
     """Train the crop segmenter (`models.segmentation.CropSegmenter`, 5 classes) on pre and post crops.
 
     Arguments as `train_autoencoder` (defaults `DEFAULTS["segmentation"]`), and:
@@ -488,10 +516,13 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
             by the autoencoder's reconstruction of it with probability ``reconstructed_fraction`` (same labels), so
             the segmenter learns to label decoded crops, which is what it measures in a simulation; the validation
             loss is then over the sharp and the reconstructed held-out crops.
+        volume_weight: add this times `volume_error` (viable tumour, necrosis, Lipiodol) to the loss, training and
+            validation alike; 0 (default) is DiceCE alone.
 
     Raises:
         ConfigError: ``init_from``'s config or crops differ from the run's (both named); the autoencoder's crops
-            differ from the run's; ``reconstructed_fraction`` outside [0, 1].
+            differ from the run's; ``reconstructed_fraction`` outside [0, 1]; ``volume_weight`` negative or not
+            finite.
         CheckpointNotFoundError: no autoencoder in ``autoencoder_dir``.
     """
     from monai.losses import DiceCELoss
@@ -499,6 +530,9 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
     from models.segmentation import CropSegmenter
 
     # 1. the start weights (checked before any crop is made), data
+    if isinstance(volume_weight, bool) or not isinstance(volume_weight, (int, float)) or not (
+            0.0 <= volume_weight < float("inf")):
+        raise ConfigError(f"--volume-weight must be a finite number >= 0, got {volume_weight!r}.")
     settings = _settings("segmentation", steps, batch_size, lr, seed, schedule, device, amp,
                          fine_tune=init_from is not None)
     crop = crop or DEFAULT_CROP
@@ -533,7 +567,11 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
     del autoencoder, recon
 
     # 2. loss
-    criterion = DiceCELoss(to_onehot_y=True, softmax=True)
+    dice_ce = DiceCELoss(to_onehot_y=True, softmax=True)
+
+    def criterion(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = dice_ce(logits, y)
+        return loss + volume_weight * volume_error(logits, y) if volume_weight else loss
 
     def batch_loss(model: CropSegmenter, generator: torch.Generator) -> torch.Tensor:
         x, y = to_device(train.sample_batch(settings.batch_size, generator), model_device(model))
@@ -551,11 +589,17 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
                        autoencoder=autoencoder_dir)
     if recon_info is not None:
         command += f" --reconstructed-fraction {reconstructed_fraction:g}"
+    if volume_weight:
+        command += f" --volume-weight {volume_weight:g}"
     if config.get("norm", "instance") != "instance":
         command += f" --norm {config['norm']}"
     more = {"init_from": init["weights_sha256"]} if init else {}
     if recon_info is not None:
         more["reconstructions"] = recon_info
+    volume = ({"weight": float(volume_weight), "classes": list(VOLUME_CLASSES), "temperature": VOLUME_TEMPERATURE,
+               "floor_voxels": VOLUME_FLOOR_VOXELS} if volume_weight else None)
+    if volume:
+        more["volume_loss"] = volume
     report = train_loop(lambda: _started(CropSegmenter(**config), start), batch_loss, val_loss, settings=settings,
                         out=out, kind="segmentation",
                         identity=_identity(cache, split, **more), n_train=len(split.train), n_val=len(split.val),
@@ -563,12 +607,17 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
                         extra={"crop": {"spacing": list(cache.config.spacing), "size": list(cache.config.crop_size)},
                                "labels": dict(LABELS), "data": _data_extra(cache, split),
                                **({"init_from": init} if init else {}),
-                               **({"reconstructions": recon_info} if recon_info else {})})
+                               **({"reconstructions": recon_info} if recon_info else {}),
+                               **({"volume_loss": volume} if volume else {})})
     _write_card(report, cache, settings, command=command,
                 purpose="Segments liver, viable tumour, necrosis and Lipiodol on tumour-centred CT crops (MONAI "
                         "DynUNet); used to measure the world model's simulated outcomes.",
                 loss="Loss: MONAI DiceCELoss (softmax, one-hot labels, 5 classes) on pre- and post-treatment crops "
                      "(random flips)" + (
+                         f" + {volume_weight:g} × the mean relative error of the viable-tumour, necrosis and "
+                         f"Lipiodol volumes (softmax at temperature {VOLUME_TEMPERATURE:g}, floor "
+                         f"{VOLUME_FLOOR_VOXELS:g} voxels; `pipelines.worldmodel.train.volume_error`)"
+                         if volume_weight else "") + (
                          f"; each crop replaced by the autoencoder's reconstruction of it with probability "
                          f"{reconstructed_fraction:g} (autoencoder `{recon_info['dir']}`, weights sha256 "
                          f"{recon_info['weights_sha256'][:16]}…), so that it labels decoded (simulated) crops as "

@@ -285,3 +285,59 @@ def test_reconstructions_need_an_autoencoder_of_the_same_crops(cohort, autoencod
         _run("segmentation", cohort, autoencoder, tmp_path / "s2", autoencoder_dir=autoencoder,
              reconstructed_fraction=1.5)
     assert not (tmp_path / "s").exists() and not (tmp_path / "s2").exists()
+
+
+# ------------------------------------------------------------------------------------------------ volume term
+def test_volume_error_known_answers_and_gradient_sign():
+    from pipelines.worldmodel.train import volume_error
+
+    y = torch.zeros(1, 1, 10, 10, 10, dtype=torch.long)
+    y[0, 0, :4] = 2  # 400 viable voxels; no necrosis, no Lipiodol
+    confident = torch.full((1, 5, 10, 10, 10), -20.0).scatter_(1, y, 20.0)
+    assert float(volume_error(confident, y)) == pytest.approx(0.0, abs=1e-6)
+    # viable read in 3 of the 4 slabs: 100 voxels short of 400 (floor 200); necrosis and Lipiodol right
+    short = y.clone()
+    short[0, 0, 3] = 1
+    logits = torch.full((1, 5, 10, 10, 10), -20.0).scatter_(1, short, 20.0)
+    assert float(volume_error(logits, y, floor=200.0)) == pytest.approx(100 / 600 / 3, rel=1e-4)
+    assert float(volume_error(logits, y, classes=[2], floor=200.0)) == pytest.approx(100 / 600, rel=1e-4)
+    # an under-read class gets a gradient that raises its logit where it is in doubt
+    doubt = torch.zeros(1, 5, 10, 10, 10)
+    doubt[:, 1] = 0.5  # liver slightly ahead of viable everywhere
+    doubt.requires_grad_(True)
+    volume_error(doubt, y, classes=[2]).backward()
+    assert float(doubt.grad[0, 2].sum()) < 0, "descending the error raises the viable logit"
+    with pytest.raises(ValueError, match="positive"):
+        volume_error(logits, y, temperature=0.0)
+
+
+def test_segmenter_volume_weight_is_trained_recorded_and_checked(cohort, autoencoder, tmp_path, monkeypatch):
+    from pipelines.worldmodel import train as train_module
+
+    calls = []
+    real = train_module.volume_error
+    monkeypatch.setattr(train_module, "volume_error", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _run("segmentation", cohort, autoencoder, tmp_path / "vol", volume_weight=0.5)
+    assert calls, "the volume term is part of the loss"
+    _, meta = _state(tmp_path / "vol", "segmentation")
+    assert meta.extra["volume_loss"]["weight"] == 0.5
+    card = (tmp_path / "vol" / "MODEL_CARD.md").read_text()
+    assert "--volume-weight 0.5" in card and "relative error of the viable-tumour" in card
+    calls.clear()
+    _run("segmentation", cohort, autoencoder, tmp_path / "plain")
+    assert not calls and "volume_loss" not in _state(tmp_path / "plain", "segmentation")[1].extra
+    with pytest.raises(ConfigError):  # a resumed run with another volume weight is another run
+        _run("segmentation", cohort, autoencoder, tmp_path / "vol", steps=3, resume=True, volume_weight=1.0)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="--volume-weight"):
+            _run("segmentation", cohort, autoencoder, tmp_path / "bad", volume_weight=bad)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_passes_volume_weight(cohort, tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(wm_train, "train_segmentation", lambda *a, **k: seen.update(k) or (_ for _ in ()).throw(
+        ConfigError("stop")))
+    assert main(["train", "segmentation", "--manifest", str(cohort), "--out", str(tmp_path / "s"),
+                 "--volume-weight", "0.75", "--quiet"]) == 2
+    assert seen["volume_weight"] == 0.75

@@ -1,12 +1,14 @@
 """How biased are the segmenter's volumes, and what does that cost the viable-change measurement?
 
-Usage: .venv/bin/python scripts/segmenter_volume_bias_probe.py COHORT N [WEIGHTS_DIR]
-e.g.   .venv/bin/python scripts/segmenter_volume_bias_probe.py runs/cohort_heldout75 75 runs/weights_seg6
-(WEIGHTS_DIR: a folder like models/weights, the default; only its segmenter needs to differ.)
+Usage: .venv/bin/python scripts/segmenter_volume_bias_probe.py COHORT N [WEIGHTS_DIR] [--ratios-only]
+e.g.   .venv/bin/python scripts/segmenter_volume_bias_probe.py runs/cohort_heldout75 75 --ratios-only
+(WEIGHTS_DIR: a folder like models/weights, the default; only its segmenter needs to differ. --ratios-only: part 1
+only, about 3 s per patient here; the ceilings render four counterfactuals per patient, about 8 s more.)
 
 For the first N patients of a held-out cohort, in the crop `mewm simulate` uses (training crop or enlarged):
 1. the segmenter on each case's own pre-treatment (arterial) and post-treatment (portal-venous) crop: viable tumour
-   volume (argmax and softmax-weighted) as a ratio of the labels' volume, mean over cases, by crop kind;
+   volume (argmax and softmax-weighted) as a ratio of the labels' volume, and the share of true viable voxels read
+   as liver, mean over cases, by crop kind;
 2. the two ceilings of `mewm eval dynamics` on the evaluation's plans (the same `choose_plans` draw): the true post
    crops of each plan segmented sharp ("segmenter ceiling") and through the autoencoder ("autoencoder ceiling"),
    their viable change against the truth: pooled / training-crop / enlarged-crop Spearman, mean change, MAE.
@@ -32,16 +34,19 @@ from pipelines.worldmodel.weights import load_world_model
 VIABLE = LABELS["tumour"]
 
 
-def volume_ratios(world, image: torch.Tensor, labels: np.ndarray) -> tuple[float, float]:
-    """(argmax, softmax-weighted) viable volume of the segmenter over the labels' viable volume."""
+def volume_ratios(world, image: torch.Tensor, labels: np.ndarray) -> tuple[float, float, float]:
+    """(argmax, softmax-weighted) viable volume of the segmenter over the labels' viable volume, and the share of
+    the labels' viable voxels the segmenter calls liver."""
     logits = world.segmenter(image[None].float())
-    true = float((labels == VIABLE).sum())
-    return (float((logits.argmax(1) == VIABLE).sum()) / true,
-            float(torch.softmax(logits.float(), 1)[:, VIABLE].sum()) / true)
+    argmax = logits.argmax(1)[0].numpy()
+    viable = labels == VIABLE
+    true = float(viable.sum())
+    return (float((argmax == VIABLE).sum()) / true, float(torch.softmax(logits.float(), 1)[:, VIABLE].sum()) / true,
+            float((argmax[viable] == LABELS["liver"]).mean()))
 
 
 @torch.no_grad()
-def main(cohort_dir: str, n: int, weights: str | None) -> None:
+def main(cohort_dir: str, n: int, weights: str | None, ceilings: bool = True) -> None:
     cohort = regenerate_cohort(cohort_dir)
     records = read_manifest(cohort.root)
     world = load_world_model(weights)
@@ -54,6 +59,9 @@ def main(cohort_dir: str, n: int, weights: str | None) -> None:
         pair = preprocess_case(case, spacing=crop.spacing, crop_size=crop.crop_size)
         ratios[enlarged].append(volume_ratios(world, pair.image.as_tensor(), pair.labels[0].numpy())
                                 + volume_ratios(world, pair.post_image.as_tensor(), pair.post_labels[0].numpy()))
+        print(f"patient {i + 1}/{n}", flush=True)
+        if not ceilings:
+            continue
         pre_labels = crop.labels[0].numpy().astype(np.uint8)
         result = types.SimpleNamespace(crop=crop, pre_labels=pre_labels,
                                        region=change_region(pre_labels, world.change_margin_mm, crop.spacing))
@@ -67,12 +75,14 @@ def main(cohort_dir: str, n: int, weights: str | None) -> None:
             pairs.append((metrics.viable_volume_ml(tc.post_labels[0].numpy(), voxel_ml) - pre,
                           metrics.viable_volume_ml(sharp[k], voxel_ml) - pre,
                           metrics.viable_volume_ml(decoded[k], voxel_ml) - pre, enlarged))
-        print(f"patient {i + 1}/{n}", flush=True)
     for enlarged, rows in ratios.items():
         if rows:
             r = np.mean(rows, axis=0)
             print(f"{'enlarged' if enlarged else 'training'} crops ({len(rows)} cases), segmenter / labels viable "
-                  f"volume: pre argmax {r[0]:.3f} soft {r[1]:.3f}; post argmax {r[2]:.3f} soft {r[3]:.3f}")
+                  f"volume: pre argmax {r[0]:.3f} soft {r[1]:.3f}; post argmax {r[3]:.3f} soft {r[4]:.3f}; true "
+                  f"viable voxels read as liver: pre {r[2]:.3f}, post {r[5]:.3f}")
+    if not pairs:
+        return
     p = np.array(pairs, dtype=float)
     enl = p[:, 3] > 0
     for name, k in (("segmenter ceiling (sharp)", 1), ("autoencoder ceiling", 2)):
@@ -84,4 +94,5 @@ def main(cohort_dir: str, n: int, weights: str | None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)
+    args = [a for a in sys.argv[1:] if a != "--ratios-only"]
+    main(args[0], int(args[1]), args[2] if len(args) > 2 else None, ceilings="--ratios-only" not in sys.argv)

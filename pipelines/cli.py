@@ -83,6 +83,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         fraction = train.RECONSTRUCTED_FRACTION if args.reconstructed_fraction is None else args.reconstructed_fraction
         report = train.train_segmentation(args.manifest, args.out, autoencoder_dir=args.autoencoder,
                                           reconstructed_fraction=fraction, volume_weight=args.volume_weight,
+                                          whole_lesions=args.whole_lesion_crops,
                                           model_config={**train.MODEL_CONFIGS["segmentation"], "norm": args.norm},
                                           **common)
     else:
@@ -314,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
             tr.add_argument("--volume-weight", type=float, default=0.0,
                             help="add this times the relative error of the viable-tumour, necrosis and Lipiodol "
                                  "volumes to the loss (default 0: DiceCE alone; the segmenter measures volumes)")
+            tr.add_argument("--whole-lesion-crops", type=int, default=0, metavar="LARGEST",
+                            help="also train on each lesion larger than the training crop in the smallest crop "
+                                 "(sides grown by 16 voxels, up to LARGEST) that holds it whole, as `mewm simulate` "
+                                 "crops and measures it (default 0: training crops only; e.g. 96, the default "
+                                 "[worldmodel] max_crop_voxels)")
             tr.add_argument("--norm", choices=("instance", "batch"), default="instance",
                             help="the segmenter's normalisation: instance (default) or batch (keeps absolute HU "
                                  "visible; --init-from an instance-norm checkpoint carries its weights over)")

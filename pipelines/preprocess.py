@@ -52,7 +52,9 @@ __all__ = [
     "CropSample",
     "LesionCentredCropd",
     "build_transforms",
+    "crop_size_ladder",
     "lesion_components",
+    "lesion_fits",
     "preprocess_case",
     "paste_back",
     "window_hu",
@@ -290,6 +292,27 @@ def preprocess_case(case: Case, spacing: tuple[float, float, float] = (1.5, 1.5,
 
 
 # ------------------------------------------------------------------------------------------------ the way back
+def lesion_fits(case: Case, crop: CropSample) -> bool:
+    """Whether the lesion ``crop`` is centred on lies wholly inside it (voxel centres, to half a voxel)."""
+    lesion = lesion_components(case.tumour_mask())[crop.lesion_index]
+    to_crop = np.linalg.inv(crop.crop_affine) @ case.ct.affine
+    ijk = np.argwhere(lesion).astype(np.float64)
+    at = ijk @ to_crop[:3, :3].T + to_crop[:3, 3]
+    size = np.asarray(crop.crop_size, dtype=np.float64)
+    return bool(np.all(at.min(axis=0) >= -0.5) and np.all(at.max(axis=0) <= size - 0.5))
+
+
+def crop_size_ladder(base: tuple[int, int, int], step: int, largest: int) -> list[tuple[int, int, int]]:
+    """Crop sizes smallest first: ``base``, then each side grown by ``step`` voxels while no side exceeds
+    ``largest`` (the crops tried for a lesion larger than ``base``; same spacing)."""
+    if step < 1:
+        raise ValueError(f"crop_size_ladder: step must be >= 1, got {step!r}.")
+    sizes = [tuple(int(s) for s in base)]
+    while max(sizes[-1]) + step <= largest:
+        sizes.append(tuple(s + step for s in sizes[-1]))
+    return sizes
+
+
 def _crop_region(sample: CropSample, grid: Volume, kind: str) -> np.ndarray:
     """Voxels of ``grid`` whose centres fall inside the crop: within the outer voxel centres for bilinear values
     (so interpolation uses crop voxels only), within the outer voxel faces for nearest labels."""

@@ -19,6 +19,8 @@ Datasets (all in memory; a cohort of 200 cases at 48³ is ~90 MB of float32):
 - `AutoencoderCrops`: every pre and post CT crop ``(1, X, Y, Z)``; random flips;
 - `SegmentationCrops`: (crop, labels) pairs, pre and post; the same flips on both; optionally the autoencoder's
   reconstructions of the crops in place of some of them (`autoencoder_reconstructions`, cached beside the crops);
+- `WholeLesionCrops`: the crops of `build_whole_lesion_cache` (lesions larger than the training crop, each in the
+  smallest larger crop that holds it whole, as `simulate` crops them), one crop per draw (sizes differ);
 - `LatentPairs`: the autoencoder's latents of the pre and post crops (computed once and cached beside the crops),
   the tumour and change-region masks at latent resolution (`pipelines.worldmodel.regions.latent_masks`), and each
   case's `Plan`.
@@ -50,9 +52,13 @@ from pipelines.manifest import FILE_COLUMNS, ManifestRecord, load_manifest_case,
 from pipelines.progress import ProgressFn, resolve_progress
 
 __all__ = ["CACHE_FORMAT", "CropCacheWarning", "CropConfig", "CropCache", "build_crop_cache", "AutoencoderCrops",
-           "SegmentationCrops", "LatentPairs", "LatentBatch", "random_flips", "autoencoder_reconstructions"]
+           "SegmentationCrops", "LatentPairs", "LatentBatch", "random_flips", "autoencoder_reconstructions",
+           "build_whole_lesion_cache", "WholeLesionCrops", "WHOLE_LESION_STEP"]
 
 CACHE_FORMAT = 1
+# Whole-lesion crops grow in these steps (voxels a side), the embedded world model's `WorldModel.crop_step` (its
+# autoencoder's down-sampling 4 times the dynamics UNet's 4), as `simulate` grows the crop of a large lesion.
+WHOLE_LESION_STEP = 16
 
 
 class CropCacheWarning(MeWMWarning):
@@ -158,6 +164,11 @@ class CropCache:
     def case_ids(self) -> list[str]:
         return [e["case_id"] for e in self.entries]
 
+    @property
+    def uniform(self) -> bool:
+        """All crops have ``config.crop_size`` (a whole-lesion cache's crops differ in size)."""
+        return all("crop_size" not in e for e in self.entries)
+
     def load(self, i: int) -> dict[str, Any]:
         """Case ``i``: ``pre``/``post`` float32 ``(X, Y, Z)`` in [-1, 1], ``pre_labels``/``post_labels`` uint8,
         ``plan`` (canonical text or ``None``), ``case_id``."""
@@ -186,6 +197,11 @@ def _crop_case(record: ManifestRecord, config: CropConfig) -> dict[str, np.ndarr
         sample = preprocess_case(case, spacing=config.spacing, crop_size=config.crop_size)
     except EmptyMaskError as e:
         return f"empty tumour mask ({e})"
+    return _crop_arrays(case, sample, record.case_id)
+
+
+def _crop_arrays(case, sample, case_id: str) -> dict[str, np.ndarray]:
+    """The npz arrays of a `preprocess_case` sample of ``case``."""
     plan = case.plan.canonical() if case.plan is not None else ""
 
     def arr(t, dtype):
@@ -193,7 +209,7 @@ def _crop_case(record: ManifestRecord, config: CropConfig) -> dict[str, np.ndarr
 
     return {"pre": arr(sample.image, np.float16), "pre_labels": arr(sample.labels, np.uint8),
             "post": arr(sample.post_image, np.float16), "post_labels": arr(sample.post_labels, np.uint8),
-            "plan": np.array(plan), "case_id": np.array(record.case_id)}
+            "plan": np.array(plan), "case_id": np.array(case_id)}
 
 
 def build_crop_cache(manifest: str | os.PathLike, cache_dir: str | os.PathLike | None = None, *,
@@ -257,6 +273,73 @@ def build_crop_cache(manifest: str | os.PathLike, cache_dir: str | os.PathLike |
         # 4. swap it in, unless a concurrent build of the same key finished first; replace a stale cache
         if (directory / "index.json").is_file() and CropCache.open(directory).key == key:
             return _reused(directory)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return CropCache.open(directory)
+
+
+def _touches_border(labels: np.ndarray) -> bool:
+    """Whether any lesion voxel (labels 2-4) lies on a face of the crop."""
+    lesion = labels >= 2
+    return any(lesion.take(i, axis=a).any() for a in range(3) for i in (0, -1))
+
+
+def build_whole_lesion_cache(cache: CropCache, *, step: int, largest: int,
+                             progress: bool | ProgressFn | None = True) -> CropCache:
+    """Whole-lesion crops of the cases of ``cache`` whose lesion does not fit its crop (or reuse them).
+
+    `pipelines.worldmodel.simulate` simulates such a lesion in the smallest crop of
+    `pipelines.preprocess.crop_size_ladder` (``cache``'s crop grown by ``step`` voxels a side, same spacing, up to
+    ``largest``) that holds it whole, and measures it there, while ``cache`` holds it cut by the training crop.
+    This cache holds each of those cases as `simulate` crops it: same npz arrays as `build_crop_cache`, each entry
+    with its ``crop_size``. Cases whose lesion fits ``cache``'s crop are not in it (their crops are ``cache``'s); a
+    lesion larger than ``largest`` is skipped with its reason. Stored beside ``cache``
+    (``<cache>-whole-<step>-<largest>``), written atomically, reused while ``cache`` and the two numbers are the same.
+
+    Raises:
+        ValueError: ``step`` < 1 or ``largest`` smaller than ``cache``'s crop.
+    """
+    from pipelines.preprocess import crop_size_ladder, lesion_fits, preprocess_case
+
+    base = tuple(cache.config.crop_size)
+    if step < 1 or largest < max(base):
+        raise ValueError(f"build_whole_lesion_cache: step must be >= 1 and largest >= the crop side {max(base)}, got "
+                         f"step={step!r}, largest={largest!r}.")
+    key = hashlib.sha256(json.dumps([CACHE_FORMAT, cache.key, step, largest]).encode()).hexdigest()[:16]
+    directory = cache.directory.parent / f"{cache.directory.name}-whole-{step}-{largest}"
+    if (directory / "index.json").is_file() and CropCache.open(directory).key == key:
+        return _reused(directory)
+    records = {r.case_id: r for r in read_manifest(cache.manifest)}
+    sizes = crop_size_ladder(base, step, largest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    report = resolve_progress(progress, "whole-lesion crops", "case")
+    entries, skipped = [], []
+    try:
+        for i, entry in enumerate(cache.entries):
+            if _touches_border(cache.load(i)["pre_labels"]):  # only those can be larger than the crop
+                case = load_manifest_case(records[entry["case_id"]])
+                for size in sizes:
+                    sample = preprocess_case(case, spacing=cache.config.spacing, crop_size=size)
+                    if lesion_fits(case, sample):
+                        break
+                else:
+                    skipped.append({"case_id": entry["case_id"],
+                                    "reason": f"lesion larger than the largest crop ({largest} voxels a side)"})
+                    sample = None
+                if sample is not None and tuple(size) != base:
+                    name = f"{entry['case_id']}.npz"
+                    np.savez_compressed(tmp / name, **_crop_arrays(case, sample, entry["case_id"]))
+                    entries.append({**entry, "file": name, "crop_size": list(size)})
+            if report:
+                report(i + 1, len(cache), entry["case_id"])
+        index = {"format": CACHE_FORMAT, "key": key, "manifest": str(cache.manifest),
+                 "config": cache.config.to_dict(), "synthetic": cache.synthetic, "cases": entries,
+                 "skipped": skipped, "whole_lesion": {"of": cache.key, "step": step, "largest": largest}}
+        (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n")
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(tmp, directory)
@@ -383,12 +466,57 @@ class SegmentationCrops(_CropTensors):
                 yield images[s:s + batch_size].float(), self.labels[s:s + batch_size].long()
 
 
+class WholeLesionCrops:
+    """(crop, labels) of every pre and post crop of a `build_whole_lesion_cache` cache, kept one by one (their sizes
+    differ): ``items[i]`` is ``((1, 1, *S) float32, (1, 1, *S) int64)``. With ``reconstructions`` (its
+    `autoencoder_reconstructions`), a drawn crop is replaced by its reconstruction with probability
+    ``reconstructed_fraction``, as in `SegmentationCrops`."""
+
+    def __init__(self, cache: CropCache, indices: Sequence[int] | None = None, *,
+                 reconstructions: Mapping[str, Sequence[torch.Tensor]] | None = None,
+                 reconstructed_fraction: float = 0.5) -> None:
+        self.indices = _check_indices(cache, indices)
+        if not 0.0 <= reconstructed_fraction <= 1.0:
+            raise ValueError(f"reconstructed_fraction must be in [0, 1], got {reconstructed_fraction!r}.")
+        loaded = [cache.load(i) for i in self.indices]
+        self.case_ids = [d["case_id"] for d in loaded]
+        self.items = [(torch.from_numpy(d[k].astype(np.float32))[None, None],
+                       torch.from_numpy(d[f"{k}_labels"].astype(np.int64))[None, None])
+                      for k in ("pre", "post") for d in loaded]
+        self.reconstructed = None
+        if reconstructions is not None:
+            if any(len(reconstructions[k]) != len(cache) for k in ("pre", "post")):
+                raise ValueError(f"WholeLesionCrops: reconstructions of {len(reconstructions['pre'])} cases do not "
+                                 f"match the cache's {len(cache)}.")
+            self.reconstructed = [reconstructions[k][i] for k in ("pre", "post") for i in self.indices]
+        self.reconstructed_fraction = float(reconstructed_fraction)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def sample(self, generator: torch.Generator, augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """One crop ``(1, 1, *S)`` and its labels drawn from ``generator`` (reconstructed at the set rate, flipped
+        alike)."""
+        i = int(torch.randint(len(self), (1,), generator=generator))
+        x, y = self.items[i]
+        if self.reconstructed is not None and float(torch.rand(1, generator=generator)) < self.reconstructed_fraction:
+            x = self.reconstructed[i].float()
+        return tuple(random_flips([x, y], generator)) if augment else (x, y)
+
+    def all_items(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every sharp crop, then every reconstruction (validation)."""
+        yield from self.items
+        if self.reconstructed is not None:
+            yield from ((r.float(), y) for r, (_, y) in zip(self.reconstructed, self.items))
+
+
 @torch.no_grad()
 def autoencoder_reconstructions(cache: CropCache, autoencoder: torch.nn.Module, *, weights_key: str,
                                 batch_size: int = 8,
                                 progress: bool | ProgressFn | None = None) -> dict[str, torch.Tensor]:
     """The autoencoder's reconstructions ``decode(encode(x))`` (clamped to [-1, 1], as a simulation is) of every pre
-    and post crop of ``cache``: ``{"pre", "post"}``, each ``(N, 1, X, Y, Z)`` float16 in case order.
+    and post crop of ``cache``: ``{"pre", "post"}``, each ``(N, 1, X, Y, Z)`` float16 in case order (for a cache
+    whose crops differ in size, `CropCache.uniform` false, a list of ``(1, 1, *S)`` tensors, one case at a time).
 
     Computed once per cache and autoencoder (``weights_key``: a hash of its weights) and stored beside the crops
     (``reconstructions-<key>.pt``, written atomically), so a resumed or second run does not decode again.
@@ -400,7 +528,7 @@ def autoencoder_reconstructions(cache: CropCache, autoencoder: torch.nn.Module, 
         report = resolve_progress(progress, "reconstruct crops", "case")
         out: dict[str, list[torch.Tensor]] = {"pre": [], "post": []}
         try:
-            for done, items in _cache_batches(cache, batch_size):
+            for done, items in _cache_batches(cache, batch_size if cache.uniform else 1):
                 for key in out:
                     x = torch.from_numpy(np.stack([d[key] for d in items]).astype(np.float32))[:, None]
                     out[key].append(autoencoder.decode(autoencoder.encode(x)).clamp(-1.0, 1.0).half())
@@ -408,7 +536,7 @@ def autoencoder_reconstructions(cache: CropCache, autoencoder: torch.nn.Module, 
                     report(done, len(cache), "")
         finally:
             autoencoder.train(was_training)
-        _save_atomic({"pre": torch.cat(out["pre"]), "post": torch.cat(out["post"])}, store)
+        _save_atomic({k: torch.cat(v) if cache.uniform else v for k, v in out.items()}, store)
     return torch.load(store, map_location="cpu", weights_only=True)
 
 

@@ -45,12 +45,12 @@ from pipelines.case import Case, Covariates
 from pipelines.cohort.counterfactual import choose_plans, regenerate_cohort, render_counterfactual
 from pipelines.cohort.response import plan_parts
 from pipelines.manifest import load_manifest_case, read_manifest
-from pipelines.preprocess import preprocess_case, unwindow_hu, window_hu
+from pipelines.preprocess import crop_size_ladder, lesion_fits, preprocess_case, unwindow_hu, window_hu
 from pipelines.progress import ProgressFn, resolve_progress
 from pipelines.volume import LABELS
 from pipelines.worldmodel import metrics
 from pipelines.worldmodel.c2st import classifier_two_sample_test
-from pipelines.worldmodel.crops import CropConfig
+from pipelines.worldmodel.crops import WHOLE_LESION_STEP, CropConfig
 from pipelines.worldmodel.regions import TUMOUR_LABELS
 from pipelines.worldmodel.report import (command_line, display_path, machine_info, metric_entry,
                                          update_card_section, write_report)
@@ -270,7 +270,7 @@ def score_patient(world, cohort, truth, case: Case, plans: list, *, samples: int
     shown = dataclasses.replace(case, covariates=Covariates()) if without_labs else case
     result = world.simulate(shown, plans, samples=samples, seed=seed, steps=steps, guidance=guidance)
     t1 = time.perf_counter()
-    voxel_ml = float(np.prod(world.crop.spacing)) / 1000.0
+    voxel_ml = float(np.prod(result.crop.spacing)) / 1000.0
     pre_hu, pre_labels, region = result.pre_hu, result.pre_labels, result.region
     truth_crops = [_truth_crop(case, render_counterfactual(truth, plan, cohort.size), result.crop) for plan in plans]
     ceiling_hu, ceiling_labels = _autoencoder_ceiling(world, result, truth_crops)
@@ -542,13 +542,42 @@ def _hu_shift_row(model: CropSegmenter, x: torch.Tensor, pred: np.ndarray, truth
 
 
 @torch.no_grad()
+def _whole_lesion_rows(model, case: Case, crop: CropConfig, largest: int, sample=None) -> list[dict[str, Any]]:
+    """For a lesion larger than the training ``crop``: Dice per structure and the viable volume read over the
+    labels' (pre and post) in the smallest crop of `crop_size_ladder` (steps of `WHOLE_LESION_STEP`, up to
+    ``largest``) that holds it, where `simulate` measures it; ``[]`` for a lesion that fits (or fits none).
+    ``sample``: the case's `preprocess_case` in ``crop`` when already made."""
+    sample = sample if sample is not None else preprocess_case(case, spacing=crop.spacing, crop_size=crop.crop_size)
+    if lesion_fits(case, sample):
+        return []
+    for size in crop_size_ladder(crop.crop_size, WHOLE_LESION_STEP, max(largest, max(crop.crop_size)))[1:]:
+        sample = preprocess_case(case, spacing=crop.spacing, crop_size=size)
+        if lesion_fits(case, sample):
+            break
+    else:
+        return []
+    rows = []
+    for phase, image, labels in (("pre", sample.image, sample.labels), ("post", sample.post_image, sample.post_labels)):
+        if image is None or labels is None:
+            continue
+        pred = model.predict(image.as_tensor()[None].float())[0].numpy()
+        truth = labels[0].numpy()
+        viable = int((truth == LABELS["tumour"]).sum())
+        rows.append({"case_id": case.case_id, "phase": phase, "crop_size": list(size),
+                     **metrics.dice_per_structure(pred, truth),
+                     "viable_ratio": float((pred == LABELS["tumour"]).sum() / viable) if viable else float("nan")})
+    return rows
+
+
 def evaluate_segmentation(cohort_dir: str | os.PathLike, weights_dir: str | os.PathLike | None = None, *,
                           patients: int | None = None, out: str | os.PathLike | None = None,
                           update_card: bool = True, progress: bool | ProgressFn | None = None) -> dict[str, Any]:
     """Dice per structure of the segmenter on the pre- and post-treatment crops of held-out cases.
 
     The baseline labels every voxel of the crop liver: in a tumour-centred crop the liver fills most of the field,
-    so liver Dice is only meaningful next to it.
+    so liver Dice is only meaningful next to it. Lesions larger than the training crop are also scored whole, in
+    the larger crop `simulate` measures them in (``whole_lesion``: Dice per structure, and the viable volume read
+    over the labels', pre and post; up to ``[worldmodel] max_crop_voxels``).
 
     Args:
         cohort_dir: a manifest folder whose cases have labels (and post pairs, scored when present).
@@ -567,8 +596,11 @@ def evaluate_segmentation(cohort_dir: str | os.PathLike, weights_dir: str | os.P
     if not 1 <= n <= len(records):
         raise ConfigError(f"evaluate_segmentation: patients={patients} but {cohort_dir} has {len(records)} cases.")
     model, crop, root = _load_segmenter(weights_dir)
+    from pipelines.config import load_config
+
+    largest = load_config().worldmodel.max_crop_voxels
     report_progress = resolve_progress(progress, "eval segmentation", "case")
-    rows = []
+    rows, whole_rows = [], []
     for i, record in enumerate(records[:n]):
         case = load_manifest_case(record)
         if case.labels is None:
@@ -584,6 +616,7 @@ def evaluate_segmentation(cohort_dir: str | os.PathLike, weights_dir: str | os.P
             rows.append({"case_id": case.case_id, "phase": phase, **metrics.dice_per_structure(pred, truth),
                          "baseline": metrics.dice_per_structure(np.full_like(truth, LABELS["liver"]), truth),
                          "hu_shift": _hu_shift_row(model, x, pred, truth)})
+        whole_rows += _whole_lesion_rows(model, case, crop, largest, sample)
         if report_progress:
             report_progress(i + 1, n, case.case_id)
     m = {}
@@ -597,13 +630,20 @@ def evaluate_segmentation(cohort_dir: str | os.PathLike, weights_dir: str | os.P
                                          pre=per_phase["pre"].mean, post=per_phase["post"].mean)
     hu_shift = {f"{shift:+g}": {key: metrics.mean_finite(r["hu_shift"][f"{shift:+g}"][key] for r in rows).mean
                                 for key in ("relabelled_tumour", "dice_tumour")} for shift in HU_SHIFTS}
+    whole = {"cases": len({r["case_id"] for r in whole_rows}), "max_crop_voxels": largest,
+             **{f"dice_{name}": {phase: metrics.mean_finite(r[name] for r in whole_rows if r["phase"] == phase).mean
+                                 for phase in ("pre", "post")} for name in metrics.DICE_STRUCTURES},
+             "viable_ratio": {phase: metrics.mean_finite(r["viable_ratio"] for r in whole_rows
+                                                         if r["phase"] == phase).mean for phase in ("pre", "post")},
+             "rows": whole_rows}
     command = command_line("eval", "segmentation", cohort=Path(cohort_dir).expanduser().resolve(),
                            weights=root, patients=patients)
     report = {"kind": "segmentation-evaluation", "baseline": "every voxel liver", "command": command,
               "weights": str(root),
               "cohort": {"path": display_path(cohort_dir), "n": len(records)},
               "config": {"patients": n, "crop": crop.to_dict()}, "machine": machine_info(), "metrics": m,
-              "hu_shift": hu_shift, "cases": rows, "timing_s": {"total": time.perf_counter() - start}}
+              "hu_shift": hu_shift, "whole_lesion": whole, "cases": rows,
+              "timing_s": {"total": time.perf_counter() - start}}
     out = Path(out) if out is not None else root / "segmentation" / "evaluation.json"
     write_report(report, out)
     if update_card:
@@ -674,6 +714,16 @@ def _card_text(report: dict[str, Any], out: Path) -> str:
                   "| shift (HU) | tumour voxels relabelled | tumour Dice |", "|---|---|---|"]
         for shift, r in report["hu_shift"].items():
             lines.append(f"| {shift} | {_fmt(r['relabelled_tumour'])} | {_fmt(r['dice_tumour'])} |")
+    whole = report.get("whole_lesion")
+    if whole and whole.get("cases"):
+        lines += ["", f"Lesions larger than the training crop, scored whole in the larger crop `simulate` measures them "
+                      f"in ({whole['cases']} case(s), up to {whole['max_crop_voxels']} voxels a side; pre / post):", "",
+                  "| structure | Dice (pre / post) |", "|---|---|"]
+        for name in metrics.DICE_STRUCTURES:
+            d = whole[f"dice_{name}"]
+            lines.append(f"| {name} | {_fmt(d['pre'])} / {_fmt(d['post'])} |")
+        lines.append(f"| viable volume read / labels | {_fmt(whole['viable_ratio']['pre'])} / "
+                     f"{_fmt(whole['viable_ratio']['post'])} |")
     if report.get("bias_by_embolics"):
         lines += ["", "By the plans' embolics (mean over pairs, ml: true / segmenter ceiling / autoencoder ceiling / "
                       "simulated): a kind of plan whose simulated outcome is too good or too bad pulls the plan "

@@ -45,7 +45,8 @@ from models.errors import CheckpointNotFoundError, EmptyMaskError, LesionTooLarg
 from models.plan import Plan
 from models.response import RESPONSE_TARGETS
 from pipelines.case import Case
-from pipelines.preprocess import CropSample, lesion_components, paste_back, preprocess_case, unwindow_hu, window_hu
+from pipelines.preprocess import (CropSample, crop_size_ladder, lesion_components, lesion_fits, paste_back,
+                                  preprocess_case, unwindow_hu, window_hu)
 from pipelines.progress import ProgressFn
 from pipelines.volume import LABELS, Volume
 from pipelines.worldmodel.metrics import json_safe
@@ -259,24 +260,10 @@ def _count(name: str, value: Any) -> int:
     return int(value)
 
 
-def _lesion_fits(case: Case, crop: CropSample) -> bool:
-    """Whether the centred lesion lies wholly inside ``crop``."""
-    lesion = lesion_components(case.tumour_mask())[crop.lesion_index]
-    to_crop = np.linalg.inv(crop.crop_affine) @ case.ct.affine
-    ijk = np.argwhere(lesion).astype(np.float64)
-    at = ijk @ to_crop[:3, :3].T + to_crop[:3, 3]
-    size = np.asarray(crop.crop_size, dtype=np.float64)
-    return bool(np.all(at.min(axis=0) >= -0.5) and np.all(at.max(axis=0) <= size - 0.5))
-
-
 def crop_sizes(world: WorldModel) -> list[tuple[int, int, int]]:
     """The crops `simulate` tries, smallest first: the training crop, then each side grown by `WorldModel.crop_step`
     voxels (same spacing) up to ``world.max_crop_voxels``."""
-    base, step = world.crop.crop_size, world.crop_step
-    sizes = [tuple(base)]
-    while max(sizes[-1]) + step <= world.max_crop_voxels:
-        sizes.append(tuple(s + step for s in sizes[-1]))
-    return sizes
+    return crop_size_ladder(world.crop.crop_size, world.crop_step, world.max_crop_voxels)
 
 
 def fitting_crop(world: WorldModel, case: Case) -> CropSample:
@@ -291,7 +278,7 @@ def fitting_crop(world: WorldModel, case: Case) -> CropSample:
     """
     for size in crop_sizes(world):
         crop = preprocess_case(case, spacing=world.crop.spacing, crop_size=size)
-        if _lesion_fits(case, crop):
+        if lesion_fits(case, crop):
             return crop
     lesion = lesion_components(case.tumour_mask())[crop.lesion_index]
     world_ijk = np.argwhere(lesion).astype(np.float64) @ case.ct.affine[:3, :3].T

@@ -21,6 +21,8 @@ network config and crop geometry, checked first; for dynamics also the same auto
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import json
 import os
@@ -41,7 +43,8 @@ from pipelines.training import (LoopSettings, TrainReport, model_device, resolve
                                 train_loop)
 from pipelines.volume import LABELS
 from pipelines.worldmodel.crops import (AutoencoderCrops, CropCache, CropConfig, LatentPairs, SegmentationCrops,
-                                        autoencoder_reconstructions, build_crop_cache)
+                                        WHOLE_LESION_STEP, WholeLesionCrops, autoencoder_reconstructions, build_crop_cache,
+                                        build_whole_lesion_cache)
 from pipelines.worldmodel.regions import DEFAULT_CHANGE_MARGIN_MM, TUMOUR_LABELS
 from pipelines.worldmodel.report import display_path
 from pipelines.worldmodel.weights import encodes_like
@@ -498,6 +501,51 @@ def volume_error(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[i
     return ((predicted - true).abs() / (true + floor)).mean()
 
 
+@contextlib.contextmanager
+def frozen_batch_norm(model: torch.nn.Module):
+    """Batch-norm layers of ``model`` use and keep their running statistics inside the block (as at inference),
+    their affine weights still learning; the rest of the model stays in its mode. For a batch of one crop (a
+    whole-lesion crop), whose own statistics would normalise away its HU level. No effect on instance norm."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
+    for m in layers:
+        m.eval()
+    try:
+        yield model
+    finally:
+        for m in layers:
+            m.train()
+
+
+def _check_whole_lesions(largest: int, step: int, crop: CropConfig, divisor: int) -> None:
+    """`train_segmentation`'s ``whole_lesions`` / ``whole_lesion_step``, checked before any crop is made."""
+    if largest == 0:
+        return
+    ok = (isinstance(largest, int) and not isinstance(largest, bool) and isinstance(step, int) and step > 0
+          and largest > max(crop.crop_size) and step % divisor == 0 and largest % divisor == 0)
+    if not ok:
+        raise ConfigError(f"--whole-lesion-crops must be 0 or a crop side larger than the training crop "
+                          f"({max(crop.crop_size)}) that the segmenter takes (a multiple of {divisor}), grown in steps "
+                          f"of {step} (a multiple of {divisor}); got {largest!r}.")
+
+
+def _whole_lesion_crops(cache: CropCache, split, largest: int, step: int, autoencoder, recon_info,
+                        fraction: float, progress):
+    """Training and validation `WholeLesionCrops` of ``cache``'s split, and what the checkpoint records of them."""
+    whole_cache = build_whole_lesion_cache(cache, step=step, largest=largest, progress=progress)
+    position = {case_id: i for i, case_id in enumerate(whole_cache.case_ids)}
+    parts = [[position[c] for c in ids if c in position] for ids in (split.train_ids, split.val_ids)]
+    if not parts[0]:
+        raise ConfigError(f"--whole-lesion-crops {largest}: no training case of {cache.manifest} has a lesion larger "
+                          f"than the {max(cache.config.crop_size)}-voxel crop; leave the option out.")
+    recon = (autoencoder_reconstructions(whole_cache, autoencoder, weights_key=recon_info["weights_sha256"],
+                                         progress=progress) if autoencoder is not None else None)
+    train, val = (WholeLesionCrops(whole_cache, part, reconstructions=recon, reconstructed_fraction=fraction)
+                  if part else [] for part in parts)
+    info = {"largest": largest, "step": step, "cache_key": whole_cache.key, "n_train": len(parts[0]),
+            "n_val": len(parts[1]), "n_skipped": len(whole_cache.skipped)}
+    return (train, val), info
+
+
 def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, steps: int | None = None,
                        batch_size: int | None = None, lr: float | None = None, seed: int = 0, resume: bool = False,
                        progress: bool | ProgressFn | None = True, model_config: dict[str, Any] | None = None,
@@ -506,7 +554,8 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
                        init_from: str | os.PathLike | None = None,
                        autoencoder_dir: str | os.PathLike | None = None,
                        reconstructed_fraction: float = RECONSTRUCTED_FRACTION,
-                       volume_weight: float = 0.0) -> TrainReport:
+                       volume_weight: float = 0.0, whole_lesions: int = 0,
+                       whole_lesion_step: int = WHOLE_LESION_STEP) -> TrainReport:
     """Train the crop segmenter (`models.segmentation.CropSegmenter`, 5 classes) on pre and post crops.
 
     Arguments as `train_autoencoder` (defaults `DEFAULTS["segmentation"]`), and:
@@ -518,11 +567,16 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
             loss is then over the sharp and the reconstructed held-out crops.
         volume_weight: add this times `volume_error` (viable tumour, necrosis, Lipiodol) to the loss, training and
             validation alike; 0 (default) is DiceCE alone.
+        whole_lesions: also train on whole-lesion crops (`crops.build_whole_lesion_cache`): each lesion larger
+            than the training crop in the smallest crop grown by ``whole_lesion_step`` voxels a side, up to this
+            many, that holds it, which is how `simulate` crops and measures it (``[worldmodel] max_crop_voxels``).
+            Each step then averages the batch's loss with that of one such crop (reconstructed at the same rate),
+            and the validation loss likewise; 0 (default): training crops only.
 
     Raises:
         ConfigError: ``init_from``'s config or crops differ from the run's (both named); the autoencoder's crops
             differ from the run's; ``reconstructed_fraction`` outside [0, 1]; ``volume_weight`` negative or not
-            finite.
+            finite; ``whole_lesions`` not 0 and not a crop side the segmenter takes, or no case needs one.
         CheckpointNotFoundError: no autoencoder in ``autoencoder_dir``.
     """
     from monai.losses import DiceCELoss
@@ -538,6 +592,7 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
     crop = crop or DEFAULT_CROP
     config = {"num_classes": len(LABELS),
               **(model_config if model_config is not None else MODEL_CONFIGS["segmentation"])}
+    _check_whole_lesions(whole_lesions, whole_lesion_step, crop, CropSegmenter(**config).divisor)
     if config["num_classes"] != len(LABELS):
         raise ConfigError(f"The segmenter must predict the {len(LABELS)} classes of LABELS ({', '.join(LABELS)}); "
                           f"got num_classes={config['num_classes']}.")
@@ -564,6 +619,10 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
                                          progress=progress) if autoencoder is not None else None)
     train, val = (SegmentationCrops(cache, part, reconstructions=recon, reconstructed_fraction=reconstructed_fraction)
                   for part in (split.train, split.val))
+    whole, whole_info = None, None
+    if whole_lesions:
+        whole, whole_info = _whole_lesion_crops(cache, split, whole_lesions, whole_lesion_step, autoencoder,
+                                                recon_info, reconstructed_fraction, progress)
     del autoencoder, recon
 
     # 2. loss
@@ -575,14 +634,22 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
 
     def batch_loss(model: CropSegmenter, generator: torch.Generator) -> torch.Tensor:
         x, y = to_device(train.sample_batch(settings.batch_size, generator), model_device(model))
-        return criterion(model(x), y)
+        loss = criterion(model(x), y)
+        if whole is None:
+            return loss
+        x, y = to_device(whole[0].sample(generator), model_device(model))
+        with frozen_batch_norm(model):  # one crop: its own statistics would stand in for the running ones
+            return (loss + criterion(model(x), y)) / 2
 
     def val_loss(model: CropSegmenter) -> float:
         dev = model_device(model)
         total, n = 0.0, 0
         for x, y in (to_device(b, dev) for b in val.all_batches(VAL_BATCH)):
             total, n = total + float(criterion(model(x), y)) * len(x), n + len(x)
-        return total / n
+        if whole is None or not len(whole[1]):
+            return total / n
+        losses = [float(criterion(model(x), y)) for x, y in (to_device(b, dev) for b in whole[1].all_items())]
+        return (total / n + sum(losses) / len(losses)) / 2
 
     # 3. train, 4. card
     command = _command("segmentation", cache.manifest, Path(out), settings, init_from=init_from,
@@ -591,6 +658,8 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
         command += f" --reconstructed-fraction {reconstructed_fraction:g}"
     if volume_weight:
         command += f" --volume-weight {volume_weight:g}"
+    if whole_info:
+        command += f" --whole-lesion-crops {whole_lesions}"
     if config.get("norm", "instance") != "instance":
         command += f" --norm {config['norm']}"
     more = {"init_from": init["weights_sha256"]} if init else {}
@@ -600,6 +669,8 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
                "floor_voxels": VOLUME_FLOOR_VOXELS} if volume_weight else None)
     if volume:
         more["volume_loss"] = volume
+    if whole_info:
+        more["whole_lesions"] = whole_info
     report = train_loop(lambda: _started(CropSegmenter(**config), start), batch_loss, val_loss, settings=settings,
                         out=out, kind="segmentation",
                         identity=_identity(cache, split, **more), n_train=len(split.train), n_val=len(split.val),
@@ -608,7 +679,8 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
                                "labels": dict(LABELS), "data": _data_extra(cache, split),
                                **({"init_from": init} if init else {}),
                                **({"reconstructions": recon_info} if recon_info else {}),
-                               **({"volume_loss": volume} if volume else {})})
+                               **({"volume_loss": volume} if volume else {}),
+                               **({"whole_lesions": whole_info} if whole_info else {})})
     _write_card(report, cache, settings, command=command,
                 purpose="Segments liver, viable tumour, necrosis and Lipiodol on tumour-centred CT crops (MONAI "
                         "DynUNet); used to measure the world model's simulated outcomes.",
@@ -618,6 +690,11 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
                          f"Lipiodol volumes (softmax at temperature {VOLUME_TEMPERATURE:g}, floor "
                          f"{VOLUME_FLOOR_VOXELS:g} voxels; `pipelines.worldmodel.train.volume_error`)"
                          if volume_weight else "") + (
+                         f"; each step averaged with the same loss on one whole-lesion crop (the "
+                         f"{whole_info['n_train']} training cases whose lesion exceeds the crop, each in the smallest "
+                         f"crop of sides grown by {whole_lesion_step} voxels, up to {whole_lesions}, that holds it, as "
+                         f"`simulate` crops it; validation likewise on {whole_info['n_val']})"
+                         if whole_info else "") + (
                          f"; each crop replaced by the autoencoder's reconstruction of it with probability "
                          f"{reconstructed_fraction:g} (autoencoder `{recon_info['dir']}`, weights sha256 "
                          f"{recon_info['weights_sha256'][:16]}…), so that it labels decoded (simulated) crops as "

@@ -297,6 +297,33 @@ def test_segmentation_report(tiny_cohort, tiny_weights, tmp_path):
     assert all(0.0 <= v["relabelled_tumour"] <= 1.0 for v in r["hu_shift"].values())
     card = (tiny_weights / "segmentation" / "MODEL_CARD.md").read_text()
     assert "## Evaluation" in card and "| +40 |" in card
+    whole = r["whole_lesion"]
+    assert whole["max_crop_voxels"] == 96 and whole["cases"] == len({row["case_id"] for row in whole["rows"]})
+
+
+def test_whole_lesion_rows_score_a_large_lesion_in_the_crop_simulate_uses(tiny_cohort):
+    """A lesion larger than the crop is scored in the smallest larger crop that holds it; one that fits, not."""
+    from pipelines.manifest import load_manifest_case, read_manifest
+    from pipelines.preprocess import lesion_fits, preprocess_case
+    from pipelines.volume import LABELS
+    from pipelines.worldmodel.crops import CropConfig
+    from pipelines.worldmodel.evaluate import _whole_lesion_rows
+
+    class AllLiver:
+        def predict(self, x):
+            return torch.full(x.shape[:1] + x.shape[2:], LABELS["liver"])
+
+    case = load_manifest_case(read_manifest(tiny_cohort)[0])
+    small = CropConfig((4.0, 4.0, 4.0), (8, 8, 8))
+    assert not lesion_fits(case, preprocess_case(case, spacing=small.spacing, crop_size=small.crop_size))
+    rows = _whole_lesion_rows(AllLiver(), case, small, 96)
+    assert [r["phase"] for r in rows] == ["pre", "post"] and rows[0]["crop_size"][0] > 8
+    size = tuple(rows[0]["crop_size"])
+    assert lesion_fits(case, preprocess_case(case, spacing=small.spacing, crop_size=size))
+    assert not lesion_fits(case, preprocess_case(case, spacing=small.spacing, crop_size=tuple(s - 16 for s in size)))
+    assert rows[0]["tumour"] == 0.0 and rows[0]["viable_ratio"] == 0.0, "nothing read as viable"
+    big = CropConfig((4.0, 4.0, 4.0), (64, 64, 64))
+    assert _whole_lesion_rows(AllLiver(), case, big, 96) == [], "a lesion that fits the crop is scored as before"
 
 
 def test_hu_shift_counts_the_tumour_voxels_an_intensity_threshold_relabels():

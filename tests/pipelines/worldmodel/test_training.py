@@ -17,7 +17,7 @@ from pipelines.cli import main
 from pipelines.manifest import read_manifest, write_manifest
 from pipelines.training import LOG_FILE, STATE_FILE, split_cases
 from pipelines.worldmodel import train as wm_train
-from pipelines.worldmodel.crops import AutoencoderCrops, build_crop_cache
+from pipelines.worldmodel.crops import AutoencoderCrops, CropConfig, build_crop_cache
 from pipelines.worldmodel.train import (build_ddpm_scheduler, train_autoencoder, train_dynamics,
                                         train_segmentation)
 
@@ -341,3 +341,111 @@ def test_cli_passes_volume_weight(cohort, tmp_path, monkeypatch):
     assert main(["train", "segmentation", "--manifest", str(cohort), "--out", str(tmp_path / "s"),
                  "--volume-weight", "0.75", "--quiet"]) == 2
     assert seen["volume_weight"] == 0.75
+
+
+# ------------------------------------------------------------------------------------------------ whole lesions
+SMALL_CROP = CropConfig((5.0, 5.0, 5.0), (8, 8, 8))  # 40 mm: some lesions of the tiny cohort do not fit
+
+
+def test_whole_lesion_cache_holds_each_large_lesion_in_the_smallest_crop_that_fits(cohort):
+    from pipelines.manifest import load_manifest_case
+    from pipelines.preprocess import crop_size_ladder, lesion_fits, preprocess_case
+    from pipelines.worldmodel.crops import build_whole_lesion_cache
+
+    cache = build_crop_cache(cohort, spacing=SMALL_CROP.spacing, crop_size=SMALL_CROP.crop_size, progress=False)
+    whole = build_whole_lesion_cache(cache, step=8, largest=32, progress=False)
+    assert len(whole) > 0 and not whole.uniform and whole.config == cache.config
+    ladder = crop_size_ladder((8, 8, 8), 8, 32)
+    assert ladder == [(8, 8, 8), (16, 16, 16), (24, 24, 24), (32, 32, 32)]
+    records = {r.case_id: r for r in read_manifest(cohort)}
+    for case_id in cache.case_ids:
+        case = load_manifest_case(records[case_id])
+        fits = [lesion_fits(case, preprocess_case(case, spacing=SMALL_CROP.spacing, crop_size=s)) for s in ladder]
+        if case_id in whole.case_ids:
+            entry = whole.entries[whole.case_ids.index(case_id)]
+            k = ladder.index(tuple(entry["crop_size"]))
+            assert k > 0 and fits[k] and not any(fits[:k]), "the smallest crop that holds the lesion"
+            item = whole.load(whole.case_ids.index(case_id))
+            assert item["pre"].shape == item["post_labels"].shape == tuple(entry["crop_size"])
+        elif fits[0]:
+            continue
+        else:
+            assert not any(fits) and case_id in [s["case_id"] for s in whole.skipped]
+    assert build_whole_lesion_cache(cache, step=8, largest=32, progress=False).reused
+    for bad in ({"step": 0, "largest": 32}, {"step": 8, "largest": 4}):
+        with pytest.raises(ValueError, match="build_whole_lesion_cache"):
+            build_whole_lesion_cache(cache, progress=False, **bad)
+
+
+def test_whole_lesion_crops_draw_reconstructions_of_their_own_size(cohort, autoencoder):
+    from pipelines.worldmodel.crops import WholeLesionCrops, autoencoder_reconstructions, build_whole_lesion_cache
+
+    cache = build_crop_cache(cohort, spacing=SMALL_CROP.spacing, crop_size=SMALL_CROP.crop_size, progress=False)
+    whole = build_whole_lesion_cache(cache, step=8, largest=32, progress=False)
+    model, _ = load_checkpoint(autoencoder, kind="autoencoder", build=BUILD["autoencoder"], command="test")
+    recon = autoencoder_reconstructions(whole, model, weights_key="k")
+    assert [tuple(r.shape[2:]) for r in recon["pre"]] == [tuple(e["crop_size"]) for e in whole.entries]
+    crops = WholeLesionCrops(whole, reconstructions=recon, reconstructed_fraction=1.0)
+    assert len(crops) == 2 * len(whole)
+    x, y = crops.sample(torch.Generator().manual_seed(0), augment=False)
+    i = int(torch.randint(len(crops), (1,), generator=torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(x, crops.reconstructed[i].float())
+    assert torch.equal(y, crops.items[i][1]) and x.shape == y.shape
+    with torch.no_grad():
+        expected = model.decode(model.encode(crops.items[i][0])).clamp(-1, 1)
+    torch.testing.assert_close(x, expected, atol=2e-3, rtol=0)
+    assert len(list(crops.all_items())) == 2 * len(crops), "validation sees sharp and reconstructed crops"
+
+
+def test_segmenter_trains_on_whole_lesion_crops_recorded_and_checked(cohort, tmp_path, monkeypatch):
+    from pipelines.worldmodel.crops import WholeLesionCrops
+
+    draws = []
+    real = WholeLesionCrops.sample
+    monkeypatch.setattr(WholeLesionCrops, "sample", lambda self, g, augment=True: draws.append(1) or real(self, g))
+    train_segmentation(cohort, tmp_path / "w", steps=2, batch_size=2, progress=False, schedule=FAST,
+                       model_config=TINY_SEG, crop=SMALL_CROP, whole_lesions=24)
+    assert len(draws) == 2, "one whole-lesion crop per step"
+    _, meta = _state(tmp_path / "w", "segmentation")
+    info = meta.extra["whole_lesions"]
+    assert info["largest"] == 24 and info["step"] == 16 and info["n_train"] > 0
+    assert "--whole-lesion-crops 24" in (tmp_path / "w" / "MODEL_CARD.md").read_text()
+    with pytest.raises(ConfigError):  # a resumed run without them is another run
+        train_segmentation(cohort, tmp_path / "w", steps=3, batch_size=2, progress=False, schedule=FAST,
+                           model_config=TINY_SEG, crop=SMALL_CROP, resume=True)
+    for bad in (8, 10, -16, True):
+        with pytest.raises(ConfigError, match="--whole-lesion-crops"):
+            train_segmentation(cohort, tmp_path / "bad", steps=1, progress=False, model_config=TINY_SEG,
+                               crop=SMALL_CROP, whole_lesions=bad)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_passes_whole_lesion_crops(cohort, tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(wm_train, "train_segmentation", lambda *a, **k: seen.update(k) or (_ for _ in ()).throw(
+        ConfigError("stop")))
+    assert main(["train", "segmentation", "--manifest", str(cohort), "--out", str(tmp_path / "s"),
+                 "--whole-lesion-crops", "96", "--quiet"]) == 2
+    assert seen["whole_lesions"] == 96
+
+
+def test_frozen_batch_norm_uses_and_keeps_running_statistics():
+    from pipelines.worldmodel.train import frozen_batch_norm
+
+    torch.manual_seed(0)
+    model = CropSegmenter(**{**TINY_SEG, "norm": "batch"}).train()
+    x = torch.randn(1, 1, 16, 16, 16) * 0.3 + 0.5
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    assert before, "a batch-norm segmenter"
+    with frozen_batch_norm(model):
+        out = model(x)
+    after = {k: v for k, v in model.state_dict().items() if "running" in k}
+    assert all(torch.equal(before[k], after[k]) for k in before), "running statistics untouched"
+    with torch.no_grad():
+        expected = model.eval()(x)
+    torch.testing.assert_close(out.detach(), expected)
+    model.train()
+    out.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "norm" in n), \
+        "the affine weights still learn"
+    assert all(m.training for m in model.modules()), "training mode restored"

@@ -185,6 +185,18 @@ def _reused(directory: Path) -> CropCache:
     return cache
 
 
+def _swap_in(tmp: Path, directory: Path, index: dict[str, Any]) -> CropCache:
+    """Write ``index`` into the cache built in ``tmp`` and move it to ``directory``, replacing a stale cache there;
+    if a concurrent build of the same key finished first, keep that one (``tmp`` is left for the caller to remove)."""
+    (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    if (directory / "index.json").is_file() and CropCache.open(directory).key == index["key"]:
+        return _reused(directory)
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+    return CropCache.open(directory)
+
+
 def _crop_case(record: ManifestRecord, config: CropConfig) -> dict[str, np.ndarray] | str:
     """The npz arrays of one case, or the reason it cannot be used."""
     from pipelines.preprocess import preprocess_case
@@ -268,18 +280,11 @@ def build_crop_cache(manifest: str | os.PathLike, cache_dir: str | os.PathLike |
         index = {"format": CACHE_FORMAT, "key": key, "manifest": str(path), "config": config.to_dict(),
                  "synthetic": _is_synthetic(path), "cases": entries, "skipped": skipped,
                  "n_manifest": len(records)}
-        (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n")
-
         # 4. swap it in, unless a concurrent build of the same key finished first; replace a stale cache
-        if (directory / "index.json").is_file() and CropCache.open(directory).key == key:
-            return _reused(directory)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
+        return _swap_in(tmp, directory, index)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return CropCache.open(directory)
 
 
 def _touches_border(labels: np.ndarray) -> bool:
@@ -339,14 +344,10 @@ def build_whole_lesion_cache(cache: CropCache, *, step: int, largest: int,
         index = {"format": CACHE_FORMAT, "key": key, "manifest": str(cache.manifest),
                  "config": cache.config.to_dict(), "synthetic": cache.synthetic, "cases": entries,
                  "skipped": skipped, "whole_lesion": {"of": cache.key, "step": step, "largest": largest}}
-        (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
+        return _swap_in(tmp, directory, index)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return CropCache.open(directory)
 
 
 # ------------------------------------------------------------------------------------------------ datasets

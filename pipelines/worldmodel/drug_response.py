@@ -53,7 +53,6 @@ __all__ = ["SOURCES", "card_text", "drug_figures", "drug_response_figure", "eval
 SOURCES = (("true", "true_"), ("segmenter_ceiling", "segmenter_ceiling_"), ("autoencoder_ceiling", "ceiling_"),
            ("simulated", "pred_"))
 TOKEN_SOURCE = ("response_token", "token_")  # a response-token model: the response its samples were given
-BOOTSTRAP_SAMPLES = 1000
 
 
 def _contrasts(rows: list[dict], key: str) -> list[float]:
@@ -86,15 +85,6 @@ FIGURES: dict[str, Callable[[list[list[dict]], str], float]] = {
     "best_drug_agreement": _best_drug_agreement}
 
 
-def _interval(patients: list[list[dict]], figure: Callable, prefix: str, seed: int) -> list[float | None]:
-    """95% percentile interval of ``figure`` over patients resampled with replacement."""
-    rng = np.random.default_rng(seed)
-    values = [figure([patients[j] for j in rng.integers(0, len(patients), len(patients))], prefix)
-              for _ in range(BOOTSTRAP_SAMPLES)]
-    values = [v for v in values if np.isfinite(v)]
-    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if values else [None, None]
-
-
 def drug_figures(patients: list[list[dict]], drugs: tuple[str, ...], seed: int = 0) -> dict[str, Any]:
     """The probe's figures from per-patient rows of `score_patient` (each list: no-drug plan first, then one row
     per drug in ``drugs`` order): ``metrics`` (the headline figures with the ceilings, chance level and 95%
@@ -109,7 +99,8 @@ def drug_figures(patients: list[list[dict]], drugs: tuple[str, ...], seed: int =
         extra = {"chance": 1.0 / len(drugs)} if name == "best_drug_agreement" else {}
         if token:  # what the response predictor alone knows: the figure of the token the samples were given
             extra["response_token"] = figure(patients, "token_")
-        m[name] = metric_entry(sim, baseline=float("nan"), interval_95=_interval(patients, figure, "pred_", seed),
+        m[name] = metric_entry(sim, baseline=float("nan"), interval_95=metrics.bootstrap_interval(
+                                   patients, lambda ps: figure(ps, "pred_"), seed),
                                ceiling=figure(patients, "ceiling_"),
                                segmenter_ceiling=figure(patients, "segmenter_ceiling_"), patients=len(patients),
                                **extra)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +242,16 @@ def within_patient_spearman(rows: list[dict], key: str,
                                for rs in by_case.values())
 
 
+def patient_interval(rows: list[dict], statistic: Callable[[list[dict]], float], seed: int = 0) -> list[float | None]:
+    """95% bootstrap interval of ``statistic(rows)`` with the patients (``case_id``) resampled, each with all its
+    rows (`metrics.bootstrap_interval`)."""
+    by_case: dict[str, list[dict]] = {}
+    for r in rows:
+        by_case.setdefault(r["case_id"], []).append(r)
+    return metrics.bootstrap_interval(list(by_case.values()),
+                                      lambda groups: statistic([r for g in groups for r in g]), seed)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class ScoredPatient:
     """One patient's plans simulated in one batched call and scored against the counterfactual truth."""
@@ -413,6 +424,7 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
             baseline=metrics.spearman([0.0] * len(pairs), true_change),
             ceiling=spearman_of(pairs, "ceiling_viable_change_ml"),
             segmenter_ceiling=spearman_of(pairs, "segmenter_ceiling_viable_change_ml"),
+            interval_95=patient_interval(pairs, lambda rs: spearman_of(rs, "pred_viable_change_ml"), seed),
             n_pairs=len(pairs), note="predicted (mean over samples) vs true viable-tumour change in the crop, ml; "
                                      "the baseline predicts no change (undefined correlation); ceiling: the true "
                                      "post crops through the autoencoder and segmenter; segmenter_ceiling: the "
@@ -425,6 +437,8 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
                 ("segmenter_ceiling", spearman_of(rows, "segmenter_ceiling_viable_change_ml")))}),
         "viable_change_within_patient_spearman": metric_entry(
             within_patient.mean, baseline=float("nan"), patients=within_patient.n,
+            interval_95=patient_interval(
+                pairs, lambda rs: within_patient_spearman(rs, "pred_viable_change_ml").mean, seed),
             ceiling=within_patient_spearman(pairs, "ceiling_viable_change_ml").mean,
             note="mean over patients of the Spearman correlation across that patient's plans (the order plan choice "
                  "needs; -1 = reversed); ceiling = the true post crops through the autoencoder and segmenter"),
@@ -690,6 +704,11 @@ def _card_text(report: dict[str, Any], out: Path) -> str:
               f"- Machine: {machine['platform']}, {machine['cpu_count']} CPUs, torch {machine['torch']} "
               f"({machine['torch_threads']} threads){', GPU ' + machine['cuda'] if machine['cuda'] else ''}",
               f"- Time: {report['timing_s']['total']:.0f} s; full report: `{out.name}`"]
+    intervals = [f"{name} [{_fmt(e['interval_95'][0])}, {_fmt(e['interval_95'][1])}]"
+                 for name, e in report["metrics"].items() if e.get("interval_95")]
+    if intervals:
+        lines.append(f"- 95% intervals (patients resampled with replacement, {metrics.BOOTSTRAP_SAMPLES} times): "
+                     + "; ".join(intervals))
     sp = report["metrics"].get("viable_change_spearman", {})
     if sp.get("enlarged_crop_pairs"):
         enlarged = len({r["case_id"] for r in report["pairs"] if r.get("enlarged_crop")})

@@ -13,7 +13,7 @@ Used by `pipelines.worldmodel.evaluate`. Conventions:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -138,6 +138,22 @@ def mean_finite(values: Iterable[float]) -> MeanResult:
     values = [float(v) for v in values]
     finite = [v for v in values if math.isfinite(v)]
     return MeanResult(mean=float(np.mean(finite)) if finite else float("nan"), n=len(finite), n_total=len(values))
+
+
+BOOTSTRAP_SAMPLES = 1000
+
+
+def bootstrap_interval(groups: Sequence, statistic: Callable[[list], float], seed: int = 0,
+                       samples: int = BOOTSTRAP_SAMPLES) -> list[float | None]:
+    """95% percentile interval of ``statistic`` over ``groups`` resampled with replacement, ``samples`` times.
+
+    Resample the independent units (patients), so the rows of one patient stay together. Resamples whose
+    statistic is undefined are dropped; ``[None, None]`` if none is defined.
+    """
+    rng = np.random.default_rng(seed)
+    values = [statistic([groups[j] for j in rng.integers(0, len(groups), len(groups))]) for _ in range(samples)]
+    values = [v for v in values if math.isfinite(v)]
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if values else [None, None]
 
 
 def json_safe(value):

@@ -492,6 +492,43 @@ def test_within_patient_spearman_orders_each_patients_plans():
     assert flat.n == 0 and np.isnan(flat.mean)  # a constant prediction has no order: undefined, left out
 
 
+def test_bootstrap_interval_resamples_whole_groups_with_a_seed():
+    groups = [[1.0], [2.0], [3.0], [4.0], [10.0]]
+    mean = lambda gs: float(np.mean([v for g in gs for v in g]))  # noqa: E731
+    lo, hi = metrics.bootstrap_interval(groups, mean, seed=3)
+    assert 1.0 <= lo < 4.0 < hi <= 10.0  # the mean of 5 values spread 1-10: a wide interval around it
+    assert metrics.bootstrap_interval(groups, mean, seed=3) == [lo, hi]  # fixed seed, same interval
+    assert metrics.bootstrap_interval(groups, lambda gs: 7.0) == [7.0, 7.0]
+    assert metrics.bootstrap_interval(groups, lambda gs: float("nan")) == [None, None]  # never defined
+
+
+def test_patient_interval_keeps_each_patients_rows_together():
+    from pipelines.worldmodel.evaluate import patient_interval
+
+    rows = [{"case_id": c, "x": float(i)} for c, n in (("A", 3), ("B", 1), ("C", 2)) for i in range(n)]
+    sizes = {"A": 3, "B": 1, "C": 2}
+
+    def whole(rs):  # 1 if every patient drawn comes with all its rows (a multiple of its row count), else 0
+        counts: dict[str, int] = {}
+        for r in rs:
+            counts[r["case_id"]] = counts.get(r["case_id"], 0) + 1
+        return float(all(n % sizes[c] == 0 for c, n in counts.items()))
+
+    assert patient_interval(rows, whole, seed=1) == [1.0, 1.0]
+
+
+def test_dynamics_report_gives_patient_intervals_of_the_spearman_figures(dynamics_report):
+    from pipelines.worldmodel.evaluate import _card_text
+
+    for name in ("viable_change_spearman", "viable_change_within_patient_spearman"):
+        entry = dynamics_report["metrics"][name]
+        lo, hi = entry["interval_95"]
+        if entry["value"] is not None and lo is not None:
+            assert -1.0 <= lo <= hi <= 1.0
+    card = _card_text(dynamics_report, Path("evaluation.json"))
+    assert "95% intervals (patients resampled with replacement, 1000 times): viable_change_spearman [" in card
+
+
 def test_without_labs_ablation_removes_the_covariates_of_a_model_that_reads_them(tiny_cohort, tmp_path):
     from simulate_helpers import write_tiny_weights
 

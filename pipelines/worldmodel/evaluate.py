@@ -235,20 +235,22 @@ def within_patient_spearman(rows: list[dict], key: str,
                             against: str = "true_viable_change_ml") -> metrics.MeanResult:
     """Mean over patients of the Spearman correlation between ``key`` and ``against`` (default the true viable
     change) across that patient's plans (what plan choice needs: the right order of plans for one patient)."""
+    return metrics.mean_finite(metrics.spearman([r[key] for r in rs], [r[against] for r in rs])
+                               for rs in rows_by_case(rows).values())
+
+
+def rows_by_case(rows: list[dict]) -> dict[str, list[dict]]:
+    """``rows`` grouped by their ``case_id`` (patient), in order of first appearance."""
     by_case: dict[str, list[dict]] = {}
     for r in rows:
         by_case.setdefault(r["case_id"], []).append(r)
-    return metrics.mean_finite(metrics.spearman([r[key] for r in rs], [r[against] for r in rs])
-                               for rs in by_case.values())
+    return by_case
 
 
 def patient_interval(rows: list[dict], statistic: Callable[[list[dict]], float], seed: int = 0) -> list[float | None]:
     """95% bootstrap interval of ``statistic(rows)`` with the patients (``case_id``) resampled, each with all its
     rows (`metrics.bootstrap_interval`)."""
-    by_case: dict[str, list[dict]] = {}
-    for r in rows:
-        by_case.setdefault(r["case_id"], []).append(r)
-    return metrics.bootstrap_interval(list(by_case.values()),
+    return metrics.bootstrap_interval(list(rows_by_case(rows).values()),
                                       lambda groups: statistic([r for g in groups for r in g]), seed)
 
 

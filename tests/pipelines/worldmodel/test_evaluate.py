@@ -518,13 +518,16 @@ def test_patient_interval_keeps_each_patients_rows_together():
 
 
 def test_dynamics_report_gives_patient_intervals_of_the_spearman_figures(dynamics_report):
-    from pipelines.worldmodel.evaluate import _card_text
+    from pipelines.worldmodel.evaluate import _card_text, patient_interval, spearman_of, within_patient_spearman
 
-    for name in ("viable_change_spearman", "viable_change_within_patient_spearman"):
-        entry = dynamics_report["metrics"][name]
-        lo, hi = entry["interval_95"]
-        if entry["value"] is not None and lo is not None:
-            assert -1.0 <= lo <= hi <= 1.0
+    pairs, seed, m = dynamics_report["pairs"], dynamics_report["config"]["seed"], dynamics_report["metrics"]
+    expected = {"viable_change_spearman": patient_interval(
+                    pairs, lambda rs: spearman_of(rs, "pred_viable_change_ml"), seed),
+                "viable_change_within_patient_spearman": patient_interval(
+                    pairs, lambda rs: within_patient_spearman(rs, "pred_viable_change_ml").mean, seed)}
+    for name, interval in expected.items():  # the report's interval is the one its own pairs give, patients resampled
+        assert m[name]["interval_95"] == interval
+        assert interval == [None, None] or -1.0 <= interval[0] <= interval[1] <= 1.0
     card = _card_text(dynamics_report, Path("evaluation.json"))
     assert "95% intervals (patients resampled with replacement, 1000 times): viable_change_spearman [" in card
 

@@ -408,8 +408,9 @@ def train_loop(build_model: Callable[[], nn.Module],
             validate(step)
         if step % settings.checkpoint_every == 0 or step == settings.steps:
             checkpoint(step)
-        if report:
-            report(step, settings.steps, f"loss {last['loss']:.4f}")
+        if report:  # the last logged mean; before the first log point, the mean so far (never "nan")
+            shown = last["loss"] if math.isfinite(last["loss"]) else running[0] / max(running[1], 1)
+            report(step, settings.steps, f"loss {shown:.4f}")
     seconds = time.perf_counter() - t0
     if math.isnan(last["val_loss"]):  # resumed at the final step of a run that never validated
         validate(settings.steps)

@@ -11,6 +11,7 @@ import os
 import sys
 
 from models.errors import MeWMError
+from pipelines.config import DEFAULT_STEPS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -142,7 +143,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     config = load_config(args.config).worldmodel
     world = load_world_model(args.weights or config.weights_dir, max_crop_voxels=config.max_crop_voxels,
                              precision=args.precision or config.precision,
-                             response_guidance=_response_guidance(args, config))
+                             response_guidance=_response_guidance(args, config),
+                             sampler=args.sampler or config.sampler)
     case = resolve_case(args.case)
     result = world.simulate(case, args.plan, samples=args.samples, seed=args.seed, steps=args.steps,
                             guidance=args.guidance, progress=None if args.quiet else TqdmProgress("simulate", "step"))
@@ -170,6 +172,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                    steps=args.steps, guidance=args.guidance,
                                    precision=args.precision or config.precision, out=args.out,
                                    response_guidance=_response_guidance(args, config),
+                                   sampler=args.sampler or config.sampler,
                                    without_labs=args.without_labs, progress=not args.quiet)
     else:
         report = evaluate_segmentation(args.cohort, weights, patients=args.patients, out=args.out,
@@ -192,6 +195,7 @@ def _cmd_eval_drugs(args: argparse.Namespace) -> int:
                                     samples=args.samples, seed=args.seed, steps=args.steps, guidance=args.guidance,
                                     precision=args.precision or config.precision, drugs=drugs, embolics=embolics,
                                     response_guidance=_response_guidance(args, config),
+                                    sampler=args.sampler or config.sampler,
                                     out=args.out, progress=not args.quiet)
     shown = ("value", "interval_95", "ceiling", "segmenter_ceiling", "response_token")
     print(json.dumps({k: {key: v[key] for key in shown if key in v} for k, v in report["metrics"].items()}, indent=2))
@@ -207,11 +211,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from pipelines.samples import resolve_case
     from pipelines.worldmodel.bench import bench_dynamics
 
-    weights = args.weights or load_config(args.config).worldmodel.weights_dir
+    config = load_config(args.config).worldmodel
+    weights = args.weights or config.weights_dir
     case = resolve_case(args.case) if args.case else None
     precisions = tuple(p.strip() for p in args.precision.split(",") if p.strip())
     report = bench_dynamics(weights, plans=args.plans, samples=args.samples, steps=args.steps, repeats=args.repeats,
-                            precisions=precisions, case=case, out=args.out, progress=not args.quiet)
+                            precisions=precisions, sampler=args.sampler or config.sampler, case=case, out=args.out,
+                            progress=not args.quiet)
     print(json.dumps({k: report[k] for k in ("precision", "batched", "one_at_a_time", "speedup", "seconds_per_plan",
                                               "denoiser", "reference", "peak_rss_mb")}, indent=2))
     for run in report["runs"][1:]:
@@ -221,6 +227,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 # `WorldModel.precision` choices (kept here so that `--help` needs no torch import).
 PRECISIONS = ("float32", "bfloat16")
+SAMPLERS = ("ddim", "dpm_solver")  # `pipelines.worldmodel.weights.SAMPLERS`
 PRECISION_HELP = ("compute dtype of the networks (default: [worldmodel] precision, float32); bfloat16 is several "
                   "times faster on CPUs with AMX / AVX512-BF16 and gives slightly different samples")
 
@@ -234,11 +241,15 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser, samples: int, seed_
     """``--samples --seed --steps --guidance --weights`` of the commands that sample the world model."""
     parser.add_argument("--samples", type=int, default=samples, help=f"samples per plan (default {samples})")
     parser.add_argument("--seed", type=int, default=0, help=seed_help)
-    parser.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                        help=f"denoising steps of the sampler (default {DEFAULT_STEPS})")
     parser.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
     parser.add_argument("--response-guidance", type=float,
                         help="guidance scale of the dynamics model's response token alone (default: [worldmodel] "
                              "response_guidance; equal to --guidance = plain classifier-free guidance)")
+    parser.add_argument("--sampler", choices=SAMPLERS,
+                        help="the dynamics model's sampler: ddim or dpm_solver (DPM-Solver++, the same samples in "
+                             "fewer steps) (default: [worldmodel] sampler)")
     parser.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
 
 
@@ -422,7 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--case", help="case to simulate (as for `mewm simulate --case`; default: the first sample case)")
     bd.add_argument("--plans", type=int, default=8, help="plans (default 8)")
     bd.add_argument("--samples", type=int, default=5, help="samples per plan (default 5)")
-    bd.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")
+    bd.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                    help=f"denoising steps of the sampler (default {DEFAULT_STEPS})")
+    bd.add_argument("--sampler", choices=SAMPLERS, help="ddim or dpm_solver (default: [worldmodel] sampler)")
     bd.add_argument("--repeats", type=int, default=2, help="timed repeats of each mode (default 2)")
     bd.add_argument("--precision", default=",".join(PRECISIONS),
                     help="comma-separated compute dtypes to time, the headline first (default: float32,bfloat16)")

@@ -23,11 +23,15 @@ from typing import Any
 
 from models.errors import ConfigError
 
-__all__ = ["IOConfig", "AppConfig", "WorldModelConfig", "PolicyConfig", "PlanningConfig", "ReasoningConfig",
+__all__ = ["DEFAULT_SAMPLER", "DEFAULT_STEPS", "IOConfig", "AppConfig", "WorldModelConfig", "PolicyConfig", "PlanningConfig", "ReasoningConfig",
            "StudyConfig", "Config", "load_config", "resolve_config", "REPO_ROOT",
            "SAMPLE_DATA_DIR"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The world model's default sampler and its number of denoising steps (every command, page and search uses these
+# unless told otherwise; the dynamics card's "Sampler" section measured the pair)
+DEFAULT_SAMPLER = "dpm_solver"
+DEFAULT_STEPS = 15
 SAMPLE_DATA_DIR = REPO_ROOT / "sample_data"
 
 
@@ -73,6 +77,9 @@ class WorldModelConfig:
     # classifier-free guidance; ignored by a model without the token. 4 orders plans better than 2 on the held-out
     # cohort at 1.45x the sampling time (dynamics card, docs/worldmodel_design.md "Guiding the response token")
     response_guidance: float = 4.0
+    # the dynamics model's sampler: "ddim" (MONAI DDIMScheduler, eta 0) or "dpm_solver" (diffusers' DPM-Solver++,
+    # second-order multistep: the same samples in fewer steps; dynamics card "Sampler")
+    sampler: str = DEFAULT_SAMPLER
 
 
 @dataclass
@@ -97,7 +104,7 @@ class PlanningConfig:
     survival_dir: str = str(REPO_ROOT / "models" / "weights" / "survival_cox")  # the inverse-dynamics model
     mode: str = "beam"  # "beam" (reference search) or "exhaustive"
     samples: int = 3  # T samples per candidate plan
-    steps: int = 25  # DDIM steps
+    steps: int = DEFAULT_STEPS  # denoising steps of the world model's sampler
     guidance: float = 2.0
     beams: int = 5
     drug_horizon: int = 2

@@ -3,10 +3,12 @@ patients, plans, samples and seed as `mewm eval dynamics`, simulated once per gu
 counterfactual truth rendered once.
 
 Usage: .venv/bin/python scripts/response_guidance_probe.py COHORT N SETTING [SETTING ...]
-  SETTING is G:R (classifier-free guidance G, response guidance R; R = G or "-" is the two-branch sampler).
-e.g.   .venv/bin/python scripts/response_guidance_probe.py runs/cohort_heldout75 20 2:- 2:4 2:7
+  SETTING is G:R[:S[:SAMPLER]] (classifier-free guidance G, response guidance R; R = G or "-" is the two-branch sampler;
+  S sampler steps, 25 when left out; SAMPLER "ddim" (the default) or "dpm_solver").
+e.g.   .venv/bin/python scripts/response_guidance_probe.py runs/cohort_heldout75 20 2:- 2:4 2:7 2:4:50
 Prints per setting: pooled, training-crop and within-patient Spearman of the simulated viable change against the
-truth, its MAE (ml), how the simulation follows the response token (within patient), and seconds per patient.
+truth, its MAE (ml), how the simulation follows the response token (within patient), and seconds per patient;
+then the mean simulated and true viable change per embolic group (where a systematic bias sits).
 """
 
 import dataclasses
@@ -18,15 +20,18 @@ import torch
 
 from models.errors import LesionTooLargeError
 from pipelines.cohort.counterfactual import choose_plans, regenerate_cohort, render_counterfactual
+from pipelines.cohort.response import plan_parts
 from pipelines.manifest import load_manifest_case, read_manifest
 from pipelines.worldmodel import evaluate as ev
 from pipelines.worldmodel import metrics
 from pipelines.worldmodel.weights import load_world_model
 
 
-def parse_setting(text: str) -> tuple[float, float | None]:
-    g, _, r = text.partition(":")
-    return float(g), None if r in ("", "-") else float(r)
+def parse_setting(text: str) -> tuple[float, float | None, int, str]:
+    g, _, rest = text.partition(":")
+    r, _, rest = rest.partition(":")
+    steps, _, sampler = rest.partition(":")
+    return float(g), None if r in ("", "-") else float(r), int(steps or 25), sampler or "ddim"
 
 
 @torch.no_grad()
@@ -41,11 +46,11 @@ def main(cohort_dir: str, n: int, settings: list[str]) -> None:
         plans = choose_plans(truth.plan, cohort.plans, 4, 0, i)
         true_change = None
         for setting in settings:
-            g, r = parse_setting(setting)
+            g, r, steps, sampler = parse_setting(setting)
             t0 = time.perf_counter()
             try:
-                result = dataclasses.replace(world, response_guidance=r).simulate(case, plans, samples=3, seed=0,
-                                                                                 steps=25, guidance=g)
+                result = dataclasses.replace(world, response_guidance=r, sampler=sampler).simulate(case, plans, samples=3, seed=0,
+                                                                                 steps=steps, guidance=g)
             except LesionTooLargeError:
                 break
             seconds[setting] += time.perf_counter() - t0
@@ -57,6 +62,7 @@ def main(cohort_dir: str, n: int, settings: list[str]) -> None:
                     voxel_ml) - pre_viable for plan in plans]
             for plan, sim, true in zip(plans, result.plans, true_change):
                 rows[setting].append({"case_id": case.case_id, "enlarged_crop": result.enlarged_crop,
+                                      "embolics": " + ".join(sorted(plan_parts(plan)[1])) or "none",
                                       "true_viable_change_ml": true,
                                       "pred_viable_change_ml": float(np.mean(sim.changes["viable_tumour"])),
                                       **ev._token_row(sim, result.pre_labels, pre_viable, voxel_ml)})
@@ -71,6 +77,11 @@ def main(cohort_dir: str, n: int, settings: list[str]) -> None:
         if ev.has_token(r):
             line += f", token following {ev.token_following(r).mean:.3f}"
         print(line + f", {seconds[setting] / max(1, len({x['case_id'] for x in r})):.1f} s/patient", flush=True)
+        for group in sorted({x["embolics"] for x in r}):
+            g_rows = [x for x in r if x["embolics"] == group]
+            print(f"          {group:<32} {len(g_rows):3d} pairs: simulated "
+                  f"{np.mean([x[key] for x in g_rows]):7.1f} ml, true {np.mean([x[true] for x in g_rows]):7.1f} ml",
+                  flush=True)
 
 
 if __name__ == "__main__":

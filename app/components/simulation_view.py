@@ -13,7 +13,9 @@ import streamlit as st
 from app.components.before_after import before_after
 from models.errors import PlanValidationError
 from models.plan import Plan
+from pipelines.config import DEFAULT_STEPS
 from pipelines.worldmodel.simulate import STRUCTURES, SimulationResult
+from pipelines.worldmodel.weights import SAMPLER_NAMES
 
 __all__ = ["SamplingSettings", "plan_inputs", "sampling_controls", "simulation_view", "volume_change_figure",
            "volume_change_frame"]
@@ -56,7 +58,7 @@ def sampling_controls() -> SamplingSettings:
     c1, c2, c3, c4 = st.columns(4)
     samples = c1.number_input("Samples per plan", 1, 32, 3, key="simulate.samples",
                               help="Simulations per plan; results are shown as mean ± sd over them.")
-    steps = c2.number_input("Denoising steps", 1, 200, 25, key="simulate.steps")
+    steps = c2.number_input("Denoising steps", 1, 200, DEFAULT_STEPS, key="simulate.steps")
     guidance = c3.number_input("Guidance", 0.0, 10.0, 2.0, 0.5, key="simulate.guidance",
                                help="Classifier-free guidance: 1 = the plan-conditioned model alone, higher "
                                     "follows the plan more strongly, 0 ignores it.")
@@ -119,7 +121,8 @@ def simulation_view(result: SimulationResult) -> None:
     st.plotly_chart(volume_change_figure(result), key="simulate.chart")
     st.dataframe(volume_change_frame(result), hide_index=True)
     token = "" if result.response_guidance is None else f" (response token {result.response_guidance:g})"
-    st.caption(f"{result.samples} sample(s) per plan, seed {result.seed}, {result.steps} steps, guidance "
+    st.caption(f"{result.samples} sample(s) per plan, seed {result.seed}, {result.steps} "
+               f"{SAMPLER_NAMES.get(result.sampler, result.sampler)} steps, guidance "
                f"{result.guidance:g}{token}, {result.precision}; {result.denoiser_passes} denoiser calls, "
                f"{result.seconds:.1f} s. Voxels "
                f"outside the change region (tumour + margin, within the liver) are the pre-treatment CT.")

@@ -7,6 +7,7 @@ import streamlit as st
 from app import resources
 from app.components.turing import study_picker, turing_page
 from app.errors import shown_errors
+from pipelines.config import DEFAULT_STEPS
 
 SOURCES = ("Sample cohort (simulated now by the world model)", "Another cohort manifest",
            "Two folders of NIfTI crops")
@@ -40,7 +41,7 @@ with new_tab:
     c1, c2, c3 = st.columns(3)
     window = c1.selectbox("Window", list(WINDOW_PRESETS), index=list(WINDOW_PRESETS).index("Soft tissue"),
                           key="turing.admin.window")
-    steps = c2.number_input("DDIM steps", 2, 200, 25, key="turing.admin.steps", disabled=not cohort)
+    steps = c2.number_input("Denoising steps", 2, 200, DEFAULT_STEPS, key="turing.admin.steps", disabled=not cohort)
     context = c3.toggle("Show the pre-treatment image as context", key="turing.admin.context", disabled=not cohort,
                         help="Simulated crops keep the pre-treatment voxels outside the tumour's change region, so "
                              "a reader comparing with the context may spot identical background. Off by default.")

@@ -56,7 +56,7 @@ BACKENDS = ("process", "ray")
 # The function that loads a worker's models, as an import path (importable in every worker process).
 DEFAULT_LOADER = "pipelines.planning.batch:load_scoring_models"
 # Settings that decide the results: a rerun into the same folder must use the same values.
-RESULT_KEYS = ("manifest", "mode", "samples", "steps", "guidance", "seed", "beams", "drug_horizon",
+RESULT_KEYS = ("manifest", "mode", "samples", "steps", "sampler", "guidance", "seed", "beams", "drug_horizon",
                "embolic_horizon", "candidates", "weights_dir", "survival_dir", "policy", "loader")
 NOTICE = "Research use only; not for clinical use. Risks come from models trained on synthetic data."
 
@@ -67,7 +67,7 @@ def batch_settings(settings: dict[str, Any] | None = None, *, manifest: str | os
     """The complete, checked settings of a batch: ``settings`` over the configured defaults.
 
     Defaults come from ``[planning]`` (mode, samples, steps, guidance, seed, beams, horizons, survival_dir),
-    ``[worldmodel] weights_dir`` and ``[policy]``. ``candidates`` (plan texts) replaces the policy: every case is
+    ``[worldmodel]`` (weights_dir, sampler) and ``[policy]``. ``candidates`` (plan texts) replaces the policy: every case is
     searched exhaustively over exactly these plans. Folders become absolute paths.
 
     Raises:
@@ -77,12 +77,13 @@ def batch_settings(settings: dict[str, Any] | None = None, *, manifest: str | os
 
     from pipelines.config import resolve_config
     from pipelines.planning.search import MODES
+    from pipelines.worldmodel.weights import SAMPLERS
 
     cfg = resolve_config(config)
     planning = cfg.planning
     out: dict[str, Any] = {
         "manifest": None, "mode": planning.mode, "samples": planning.samples, "steps": planning.steps,
-        "guidance": planning.guidance, "seed": planning.seed, "beams": planning.beams,
+        "sampler": cfg.worldmodel.sampler, "guidance": planning.guidance, "seed": planning.seed, "beams": planning.beams,
         "drug_horizon": planning.drug_horizon, "embolic_horizon": planning.embolic_horizon, "candidates": None,
         "weights_dir": cfg.worldmodel.weights_dir, "survival_dir": planning.survival_dir,
         "policy": dataclasses.asdict(cfg.policy), "loader": loader or DEFAULT_LOADER}
@@ -94,6 +95,8 @@ def batch_settings(settings: dict[str, Any] | None = None, *, manifest: str | os
         out["manifest"] = manifest
     if out["mode"] not in MODES:
         raise ConfigError(f"Unknown search mode {out['mode']!r}; choose one of {', '.join(MODES)}.")
+    if out["sampler"] not in SAMPLERS:
+        raise ConfigError(f"Unknown sampler {out['sampler']!r}; choose one of {', '.join(SAMPLERS)}.")
     for key in ("samples", "steps", "beams", "embolic_horizon"):
         if int(out[key]) < 1:
             raise ConfigError(f"Batch setting {key} must be >= 1, got {out[key]}.")
@@ -124,7 +127,7 @@ class ScoringModels:
 
 
 def load_scoring_models(settings: dict[str, Any]) -> ScoringModels:
-    """The default loader: `load_world_model(weights_dir)`, `load_survival_model(survival_dir)` and, unless
+    """The default loader: `load_world_model(weights_dir, sampler=sampler)`, `load_survival_model(survival_dir)` and, unless
     ``candidates`` are given, `load_policy` with the recorded ``[policy]`` settings.
 
     Raises:
@@ -137,7 +140,7 @@ def load_scoring_models(settings: dict[str, Any]) -> ScoringModels:
     except ImportError as e:  # the survival package is built alongside; say so instead of a traceback
         raise ConfigError(f"The survival models (pipelines.survival.model) are not available in this "
                           f"installation: {e}.") from e
-    world = load_world_model(settings["weights_dir"])
+    world = load_world_model(settings["weights_dir"], sampler=settings.get("sampler"))
     survival = load_survival_model(settings["survival_dir"])
     policy = None
     if settings.get("candidates") is None:

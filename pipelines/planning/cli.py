@@ -92,7 +92,7 @@ def search_flags(p: argparse.ArgumentParser, policy: bool = True) -> None:
     """The search settings every planning command takes (defaults: the ``[planning]`` config); also `mewm score`."""
     p.add_argument("--mode", choices=("beam", "exhaustive"), help="search mode (default: [planning] mode = beam)")
     p.add_argument("--samples", type=int, help="simulated outcomes per plan (default: [planning] samples = 3)")
-    p.add_argument("--steps", type=int, help="DDIM steps (default: [planning] steps = 25)")
+    p.add_argument("--steps", type=int, help="denoising steps of the world model's sampler (default: [planning] steps)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 2.0)")
     p.add_argument("--beams", type=int, help="beams of the beam search (default 5)")
     p.add_argument("--seed", type=int, help="noise seed: same seed, same ranking (default 0)")

@@ -42,6 +42,7 @@ import numpy as np
 
 from models.errors import EmptyMaskError, LesionTooLargeError, ManifestError
 from models.plan import Plan, keyword_metrics
+from pipelines.config import DEFAULT_STEPS
 from pipelines.manifest import load_manifest_case, read_manifest
 from pipelines.planning.baselines import PreTreatmentCox, nearest_candidate, random_plan
 from pipelines.progress import resolve_progress
@@ -124,7 +125,7 @@ def by_crop(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
 
 def evaluate_planning(cohort: str | os.PathLike, world_dir: str | os.PathLike, survival_dir: str | os.PathLike,
                       train_manifest: str | os.PathLike, *, patients: int | None = 100, samples: int = 2,
-                      steps: int = 25, guidance: float = 2.0, seed: int = 0, out: str | os.PathLike | None = None,
+                      steps: int = DEFAULT_STEPS, guidance: float = 2.0, seed: int = 0, out: str | os.PathLike | None = None,
                       policy: Any = None, survival_sees_plan: bool = True,
                       progress: bool = True) -> dict[str, Any]:
     """Evaluate plan choice on ``cohort`` (module doc); write and return the JSON report."""
@@ -150,7 +151,7 @@ def evaluate_planning(cohort: str | os.PathLike, world_dir: str | os.PathLike, s
     log = out.with_suffix(".patients.jsonl")
     settings = {"cohort": str(cohort), "patients": len(records), "samples": samples, "steps": steps,
                 "guidance": guidance, "seed": seed, "world_model": str(world_dir),
-                "world_model_precision": world.precision,
+                "world_model_precision": world.precision, "world_model_sampler": world.sampler,
                 "world_model_response_guidance": world.token_guidance, "survival": str(survival_dir),
                 "survival_kind": survival.kind, "train_manifest": str(train_manifest), "policy": policy.name,
                 "survival_sees_plan": survival_sees_plan}

@@ -22,6 +22,7 @@ from typing import Any
 
 from pipelines.caseio.nifti import write_nifti
 from pipelines.output_dir import new_output_dir
+from pipelines.worldmodel.weights import SAMPLER_NAMES
 from pipelines.planning.figures import crop_slice_rgb, png_bytes, survival_figure, tumour_slice
 from pipelines.volume import Volume
 
@@ -145,7 +146,8 @@ def planning_report_html(result, top: int = 5, info: dict[str, Any] | None = Non
         parts.append(f"<p class='warn'>{esc(result.crop_note)}</p>")
     st = result.settings
     parts += [f"<h2>Ranked plans</h2><p>{len(result.ranked)} plans scored by {esc(st['mode'])} search, "
-              f"{st['samples']} simulated outcomes each (seed {st['seed']}, {st['steps']} DDIM steps, guidance "
+              f"{st['samples']} simulated outcomes each (seed {st['seed']}, {st['steps']} "
+              f"{SAMPLER_NAMES.get(st.get('sampler', 'ddim'), st.get('sampler'))} steps, guidance "
               f"{st['guidance']}); survival model: {esc(str(st['survival_model']['kind']))}. Lower log-risk is "
               "better; ± is the sd over the simulated outcomes.</p>",
               table.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0),

@@ -21,6 +21,7 @@ import numpy as np
 from models.errors import ImputationWarning
 from models.plan import Plan
 from pipelines.case import Case
+from pipelines.config import DEFAULT_STEPS
 from pipelines.progress import ProgressFn
 from pipelines.worldmodel.simulate import PlanSimulation, StructureSummary
 
@@ -85,7 +86,7 @@ class PlanScorer:
     survival: Any
     samples: int = 3
     seed: int = 0
-    steps: int = 25
+    steps: int = DEFAULT_STEPS
     guidance: float = 2.0
     survival_sees_plan: bool = True  # pass the plan to the survival model (its plan features: e.g. harm to the liver)
     scores: dict[str, PlanScore] = field(default_factory=dict)

@@ -31,6 +31,7 @@ from models.action_base import default_action_base
 from models.errors import ConfigError, PlanValidationError
 from models.plan import Plan, Protocol
 from pipelines.case import Case
+from pipelines.config import DEFAULT_STEPS
 from pipelines.planning.scoring import PlanScore, PlanScorer, plan_id
 from pipelines.progress import ProgressFn, resolve_progress
 from pipelines.worldmodel.simulate import PlanSimulation
@@ -217,7 +218,7 @@ def exhaustive_search(scorer: PlanScorer, plans: Sequence[Plan],
 
 
 def plan_case(case: Case, world: Any, survival: Any, proposal: Any = None, *, mode: str = "beam",
-              samples: int = 3, seed: int = 0, steps: int = 25, guidance: float = 2.0, beams: int = 5,
+              samples: int = 3, seed: int = 0, steps: int = DEFAULT_STEPS, guidance: float = 2.0, beams: int = 5,
               drug_horizon: int = 2, embolic_horizon: int = 2, candidates: Sequence[Plan | str] | None = None,
               policy: Any = None, survival_sees_plan: bool = True,
               progress: bool | ProgressFn | None = None) -> PlanningResult:
@@ -259,7 +260,8 @@ def plan_case(case: Case, world: Any, survival: Any, proposal: Any = None, *, mo
                              drug_horizon=drug_horizon, embolic_horizon=embolic_horizon, progress=progress_fn)
     timings.update(scorer.timings)
     timings["total"] = time.perf_counter() - start
-    settings = {"mode": mode, "samples": samples, "seed": seed, "steps": steps, "guidance": guidance,
+    settings = {"mode": mode, "samples": samples, "seed": seed, "steps": steps, "sampler": world.sampler,
+                "guidance": guidance,
                 "beams": beams, "drug_horizon": drug_horizon, "embolic_horizon": embolic_horizon,
                 "candidates": None if candidate_plans is None else len(candidate_plans),
                 "survival_sees_plan": survival_sees_plan,

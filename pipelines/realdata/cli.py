@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from pipelines.config import DEFAULT_STEPS
+
 __all__ = ["register"]
 
 
@@ -88,7 +90,8 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
     ev.add_argument("--out", help="JSON report (default: <cohort>/evaluation_realdata.json)")
     ev.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5; fewer on tiny cohorts)")
     ev.add_argument("--samples", type=int, default=1, help="simulated post-treatment samples per case (default 1)")
-    ev.add_argument("--steps", type=int, default=25, help="DDIM steps of the simulation (default 25)")
+    ev.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                    help=f"denoising steps of the simulation (default {DEFAULT_STEPS})")
     ev.add_argument("--seed", type=int, default=0, help="fold split and simulation seed")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_eval)

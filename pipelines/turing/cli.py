@@ -11,6 +11,8 @@ import getpass
 import json
 from pathlib import Path
 
+from pipelines.config import DEFAULT_STEPS
+
 __all__ = ["register"]
 
 
@@ -168,7 +170,8 @@ def register(sub, groups) -> None:
                    help="real and synthetic items from different patients (cohort only; default: the same patients)")
     c.add_argument("--context", action="store_true", help="also show the pre-treatment crop (cohort only)")
     c.add_argument("--weights", help="world-model weights folder (default: [worldmodel] weights_dir)")
-    c.add_argument("--steps", type=int, default=25, help="DDIM steps of the simulation (default 25)")
+    c.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                   help=f"denoising steps of the simulation (default {DEFAULT_STEPS})")
     c.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance (default 2.0)")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=_cmd_create)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from models.errors import CaseIOError, PlanValidationError, StudySetupError
+from pipelines.config import DEFAULT_STEPS
 from pipelines.progress import ProgressFn
 
 __all__ = ["SourceCrop", "SourceSet", "cohort_sources", "folder_sources", "NIFTI_SUFFIXES"]
@@ -63,7 +64,7 @@ def _hu(windowed) -> np.ndarray:
 
 
 def cohort_sources(manifest: str | os.PathLike, world, n_real: int, n_synthetic: int, seed: int = 0,
-                   steps: int = 25, guidance: float = 2.0, disjoint: bool = False,
+                   steps: int = DEFAULT_STEPS, guidance: float = 2.0, disjoint: bool = False,
                    progress: ProgressFn | None = None) -> SourceSet:
     """``n_real`` real and ``n_synthetic`` synthetic crops from a cohort manifest (see the module docstring).
 

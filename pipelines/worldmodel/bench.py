@@ -29,12 +29,13 @@ import torch
 from models.errors import ConfigError
 from pipelines.case import Case
 from pipelines.cohort.plan_space import cohort_plan_space
+from pipelines.config import DEFAULT_STEPS
 from pipelines.progress import ProgressFn, resolve_progress
 from pipelines.worldmodel.metrics import json_safe
 from pipelines.worldmodel.report import (command_line, machine_info, metric_entry, peak_rss_mb,
                                          update_card_section, write_report)
 from pipelines.worldmodel.simulate import DECODE_BATCH
-from pipelines.worldmodel.weights import PRECISIONS, WorldModel, load_world_model
+from pipelines.worldmodel.weights import PRECISIONS, SAMPLER_NAMES, WorldModel, load_world_model
 
 __all__ = ["REFERENCE", "SPEEDUP_TARGET", "bench_dynamics"]
 
@@ -51,8 +52,8 @@ def _spread(items: list[Any], k: int) -> list[Any]:
 
 
 def bench_dynamics(weights_dir: str | os.PathLike | None = None, *, plans: int = 8, samples: int = 5,
-                   steps: int = 25, repeats: int = 2, guidance: float = 2.0,
-                   precisions: Sequence[str] = PRECISIONS, case: Case | None = None,
+                   steps: int = DEFAULT_STEPS, repeats: int = 2, guidance: float = 2.0,
+                   precisions: Sequence[str] = PRECISIONS, sampler: str | None = None, case: Case | None = None,
                    out: str | os.PathLike | None = None, update_card: bool = True,
                    progress: bool | ProgressFn | None = None) -> dict[str, Any]:
     """Time batched vs one-at-a-time sampling (see the module docstring), in each compute precision.
@@ -62,6 +63,7 @@ def bench_dynamics(weights_dir: str | os.PathLike | None = None, *, plans: int =
         plans, samples: P plans × T samples simulated per repeat. steps, guidance: as in `WorldModel.simulate`.
         repeats: timed repeats of each mode (the best is reported, all are kept).
         precisions: `WorldModel.precision` values to time, one after the other; the first is the headline.
+        sampler: `WorldModel.sampler` (default: the configured ``[worldmodel] sampler``).
         case: the case to simulate (default: the first sample case).
         out: JSON path (default ``<weights>/dynamics/benchmark.json``).
         update_card: write the "Benchmark" section of ``<weights>/dynamics/MODEL_CARD.md``.
@@ -79,7 +81,7 @@ def bench_dynamics(weights_dir: str | os.PathLike | None = None, *, plans: int =
     if not precisions or len(set(precisions)) != len(precisions) or not set(precisions) <= set(PRECISIONS):
         raise ConfigError(f"bench_dynamics: precisions must be distinct values of {', '.join(PRECISIONS)}, got "
                           f"{precisions!r}.")
-    world = load_world_model(weights_dir, precision=precisions[0])
+    world = load_world_model(weights_dir, precision=precisions[0], sampler=sampler)
     if case is None:
         from pipelines.samples import list_sample_cases, load_sample_case
 
@@ -99,10 +101,10 @@ def bench_dynamics(weights_dir: str | os.PathLike | None = None, *, plans: int =
     bench = {
         "kind": "dynamics-benchmark",
         "command": command_line("bench", "dynamics", weights=world.weights_dir, plans=plans, samples=samples,
-                                steps=steps, repeats=repeats, precision=",".join(precisions)),
+                                steps=steps, repeats=repeats, precision=",".join(precisions), sampler=world.sampler),
         "weights": str(world.weights_dir), "case_id": case.case_id,
         "config": {"plans": plans, "samples": samples, "steps": steps, "repeats": repeats, "guidance": guidance,
-                   "response_guidance": world.token_guidance, "max_batch": world.max_batch,
+                   "response_guidance": world.token_guidance, "sampler": world.sampler, "max_batch": world.max_batch,
                    "decode_batch": DECODE_BATCH, "crop": world.crop.to_dict(),
                    "plan_list": [p.canonical() for p in plan_list], "precisions": list(precisions)},
         **runs[0], "runs": runs,
@@ -163,7 +165,8 @@ def _time_modes(world: WorldModel, case: Case, plan_list: list, samples: int, st
 def _card_text(bench: dict[str, Any], out: Path) -> str:
     m, c = bench["machine"], bench["config"]
     token = "" if c.get("response_guidance") is None else f" (response token {c['response_guidance']})"
-    lines = [f"{c['plans']} plans × {c['samples']} samples, {c['steps']} DDIM steps, guidance {c['guidance']}"
+    lines = [f"{c['plans']} plans × {c['samples']} samples, {c['steps']} {SAMPLER_NAMES[c.get('sampler', 'ddim')]} steps, "
+             f"guidance {c['guidance']}"
              f"{token}, case {bench['case_id']}; up to {c['max_batch']} rows per denoiser call, "
              f"{c['decode_batch']} crops per decoder / segmenter call.", "",
              "| precision | batched samples/s | one at a time samples/s | speed-up (target " + SPEEDUP_TARGET

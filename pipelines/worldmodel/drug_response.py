@@ -37,6 +37,7 @@ import numpy as np
 
 from models.errors import ConfigError, LesionTooLargeError
 from pipelines.cohort.counterfactual import regenerate_cohort
+from pipelines.config import DEFAULT_STEPS
 from pipelines.manifest import load_manifest_case, read_manifest
 from pipelines.progress import ProgressFn, resolve_progress
 from pipelines.worldmodel import metrics
@@ -123,9 +124,9 @@ def drug_figures(patients: list[list[dict]], drugs: tuple[str, ...], seed: int =
 
 
 def evaluate_drug_response(cohort_dir: str | os.PathLike, weights_dir: str | os.PathLike | None = None, *,
-                           patients: int = 30, samples: int = 3, seed: int = 0, steps: int = 25,
+                           patients: int = 30, samples: int = 3, seed: int = 0, steps: int = DEFAULT_STEPS,
                            guidance: float = 2.0, precision: str | None = None,
-                           response_guidance: float | None = None,
+                           response_guidance: float | None = None, sampler: str | None = None,
                            drugs: tuple[str, ...] = PROBE_DRUGS, embolics: tuple[str, ...] = PROBE_EMBOLICS,
                            out: str | os.PathLike | None = None, update_card: bool = True,
                            progress: bool | ProgressFn | None = None) -> dict[str, Any]:
@@ -134,7 +135,7 @@ def evaluate_drug_response(cohort_dir: str | os.PathLike, weights_dir: str | os.
     Args:
         cohort_dir: a cohort of ``mewm cohort generate`` with a seed not used for training.
         weights_dir: world-model weights (default: the configured ``[worldmodel] weights_dir``).
-        samples, seed, steps, guidance, precision, response_guidance: as `evaluate_dynamics`.
+        samples, seed, steps, guidance, precision, response_guidance, sampler: as `evaluate_dynamics`.
         drugs, embolics: the probe's agents (`probe_plans`).
         out: JSON report (default ``<weights>/dynamics/drug_response.json``).
         update_card: write the "Drug response" section of ``<weights>/dynamics/MODEL_CARD.md``.
@@ -152,7 +153,7 @@ def evaluate_drug_response(cohort_dir: str | os.PathLike, weights_dir: str | os.
                           f"{len(records)}; use --patients between 2 and {len(records)}.")
     if samples < 1:
         raise ConfigError(f"evaluate_drug_response needs samples >= 1, got {samples}.")
-    world = load_world_model(weights_dir, precision=precision, response_guidance=response_guidance)
+    world = load_world_model(weights_dir, precision=precision, response_guidance=response_guidance, sampler=sampler)
     report_progress = resolve_progress(progress, "eval drugs", "patient")
     per_patient: list[list[dict]] = []
     skipped: list[dict] = []
@@ -174,7 +175,8 @@ def evaluate_drug_response(cohort_dir: str | os.PathLike, weights_dir: str | os.
     seconds["total"] = time.perf_counter() - start
     command = command_line("eval", "drugs", cohort=cohort.root, weights=world.weights_dir, patients=patients,
                            samples=samples, seed=seed, steps=steps, guidance=guidance,
-                           response_guidance=world.token_guidance, precision=world.precision)
+                           response_guidance=world.token_guidance, precision=world.precision,
+                           sampler=world.sampler)
     if tuple(drugs) != PROBE_DRUGS:
         command += f" --drugs {','.join(drugs)!r}"
     if tuple(embolics) != PROBE_EMBOLICS:
@@ -184,7 +186,8 @@ def evaluate_drug_response(cohort_dir: str | os.PathLike, weights_dir: str | os.
         "cohort": {"path": display_path(cohort.root), "seed": cohort.seed, "n": len(records)},
         "config": {"patients": patients, "patients_evaluated": len(per_patient), "samples": samples, "seed": seed,
                    "steps": steps, "guidance": guidance, "response_guidance": world.token_guidance,
-                   "precision": world.precision, "plans": [p.canonical() for p in plans]},
+                   "precision": world.precision, "sampler": world.sampler,
+                   "plans": [p.canonical() for p in plans]},
         "machine": machine_info(), **figures,
         "true_viable_change_ml": mean_of([r for rows in per_patient for r in rows], "true_viable_change_ml"),
         "pairs": [r for rows in per_patient for r in rows], "skipped": skipped, "timing_s": seconds,

@@ -45,6 +45,7 @@ from models.segmentation import CropSegmenter
 from pipelines.case import Case, Covariates
 from pipelines.cohort.counterfactual import choose_plans, regenerate_cohort, render_counterfactual
 from pipelines.cohort.response import plan_parts
+from pipelines.config import DEFAULT_STEPS
 from pipelines.manifest import load_manifest_case, read_manifest
 from pipelines.preprocess import crop_size_ladder, lesion_fits, preprocess_case, unwindow_hu, window_hu
 from pipelines.progress import ProgressFn, resolve_progress
@@ -303,8 +304,8 @@ def score_patient(world, cohort, truth, case: Case, plans: list, *, samples: int
 
 def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathLike | None = None, *,
                       patients: int = 50, plans_per_patient: int = 4, samples: int = 3, seed: int = 0,
-                      steps: int = 25, guidance: float = 2.0, c2st_epochs: int = 5, precision: str | None = None,
-                      response_guidance: float | None = None,
+                      steps: int = DEFAULT_STEPS, guidance: float = 2.0, c2st_epochs: int = 5, precision: str | None = None,
+                      response_guidance: float | None = None, sampler: str | None = None,
                       out: str | os.PathLike | None = None, update_card: bool = True, without_labs: bool = False,
                       progress: bool | ProgressFn | None = None) -> dict[str, Any]:
     """Score the dynamics world model on a held-out virtual cohort (see the module docstring for the recipe).
@@ -315,10 +316,11 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
         patients: how many patients (the first rows of the manifest; at most the cohort's size).
         plans_per_patient: plans per patient, the administered one included (>= 2 for action sensitivity).
         samples: T >= 2 samples per plan. seed: plan choice, sampling noise and the C2ST.
-        steps, guidance: DDIM steps and classifier-free guidance of `WorldModel.simulate`.
+        steps, guidance: sampler steps and classifier-free guidance of `WorldModel.simulate`.
         precision: `WorldModel.precision` (default: the configured ``[worldmodel] precision``).
         response_guidance: `WorldModel.response_guidance` (default: the configured ``[worldmodel]
             response_guidance``).
+        sampler: `WorldModel.sampler` (default: the configured ``[worldmodel] sampler``).
         c2st_epochs: training epochs of the C2ST classifier.
         out: JSON report path (default ``<weights>/dynamics/evaluation.json``).
         update_card: write the "Evaluation" section of ``<weights>/dynamics/MODEL_CARD.md``.
@@ -346,7 +348,7 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
     if samples < 2 or plans_per_patient < 2:
         raise ConfigError(f"evaluate_dynamics needs samples >= 2 and plans_per_patient >= 2 to compare plans with "
                          f"seeds, got samples={samples}, plans_per_patient={plans_per_patient}.")
-    world = load_world_model(weights_dir, precision=precision, response_guidance=response_guidance)
+    world = load_world_model(weights_dir, precision=precision, response_guidance=response_guidance, sampler=sampler)
     report_progress = resolve_progress(progress, "eval dynamics", "patient")
     pairs: list[dict] = []
     skipped: list[dict] = []
@@ -501,13 +503,14 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
     command = command_line("eval", "dynamics", cohort=cohort.root, weights=world.weights_dir, patients=patients,
                            plans=plans_per_patient, samples=samples, seed=seed, steps=steps,
                            guidance=guidance, response_guidance=world.token_guidance,
-                           precision=world.precision) + (" --without-labs" if without_labs else "")
+                           precision=world.precision, sampler=world.sampler) + (" --without-labs" if without_labs else "")
     report = {
         "kind": "dynamics-evaluation", "baseline": "post = pre", "command": command, "weights": str(world.weights_dir),
         "cohort": {"path": display_path(cohort.root), "seed": cohort.seed, "n": len(records), "grid": list(cohort.size)},
         "config": {"patients": patients, "patients_evaluated": evaluated, "plans_per_patient": plans_per_patient,
                    "samples": samples, "seed": seed, "steps": steps, "guidance": guidance,
                    "response_guidance": world.token_guidance, "precision": world.precision,
+                   "sampler": world.sampler,
                    "without_labs": without_labs,
                    "clinical_fields": list(world.dynamics.config.get("clinical_fields") or []),
                    "c2st_epochs": c2st_epochs, "crop": world.crop.to_dict(),

@@ -10,13 +10,14 @@
    model's response predictor, computed on this crop (`predicted_responses`; reported per plan);
 3. encode the pre-treatment crop once; build the tumour / change-region masks at latent resolution
    (`pipelines.worldmodel.regions.latent_masks`, the trainer's own function);
-4. ONE batched DDIM loop (MONAI ``DDIMScheduler``, η = 0) over all P plans × T samples, with classifier-free guidance
+4. ONE batched denoising loop over all P plans × T samples (``WorldModel.sampler``: diffusers' DPM-Solver++ of second
+   order, the default, 15 steps; or MONAI's ``DDIMScheduler``, η = 0, 25 steps), with classifier-free guidance
    ``ε = ε_null + g (ε_plan − ε_null)`` (Ho & Salimans, https://arxiv.org/abs/2207.12598): the null-plan and plan
    rows run in the same denoiser call. For a model with a response token whose ``WorldModel.response_guidance``
    differs from g, a third branch scales the token on its own (`combine_guidance`). The initial noise of sample t
    comes from a `torch.Generator` seeded by ``(seed, t)`` and is shared by every plan, so for one seed plans differ
-   only through the plan. Rows are split into calls of at most ``WorldModel.max_batch``; DDIM with η = 0 is
-   deterministic, so the split changes nothing;
+   only through the plan. Rows are split into calls of at most ``WorldModel.max_batch``; both samplers are
+   deterministic ODE solvers, so the split changes nothing;
 5. decode and segment the whole decoded crop (one contrast phase, as the segmenter was trained: see
    `decode_and_segment`); outside the change region the labels stay the pre-treatment labels;
 6. keep the pre-treatment voxels outside the change region (a soft edge of ``EDGE_SIGMA_VOXELS`` inside it);
@@ -45,6 +46,7 @@ from models.errors import CheckpointNotFoundError, EmptyMaskError, LesionTooLarg
 from models.plan import Plan
 from models.response import RESPONSE_TARGETS
 from pipelines.case import Case
+from pipelines.config import DEFAULT_SAMPLER, DEFAULT_STEPS
 from pipelines.preprocess import (CropSample, crop_size_ladder, lesion_components, lesion_fits, paste_back,
                                   preprocess_case, unwindow_hu, window_hu)
 from pipelines.progress import ProgressFn
@@ -134,7 +136,7 @@ class SimulationResult:
         crop: the `CropSample` (geometry for `paste_back`); ``case``: the case (its full grid).
         samples, seed, steps, guidance: the sampling settings; precision: the networks' compute dtype
             (`WorldModel.precision`); response_guidance: `WorldModel.response_guidance` for a response-token
-            model (``None``: none, or a model without the token).
+            model (``None``: none, or a model without the token); sampler: `WorldModel.sampler`.
         timings: seconds per stage (``crop``, ``encode``, ``denoise``, ``decode``, ``segment``, ``total``).
         denoiser_passes: denoiser calls (steps × calls per step); ``denoiser_rows``: rows through the denoiser
             per step (P · T times the guidance branches, `guidance_branches`).
@@ -152,7 +154,7 @@ class SimulationResult:
     case: Case = field(repr=False)
     samples: int = 1
     seed: int = 0
-    steps: int = 25
+    steps: int = DEFAULT_STEPS
     guidance: float = 2.0
     precision: str = "float32"
     timings: dict[str, float] = field(default_factory=dict)
@@ -161,6 +163,7 @@ class SimulationResult:
     denoiser_rows: int = 0
     training_crop_size: tuple[int, int, int] | None = None
     clinical: dict[str, Any] = field(default_factory=dict)
+    sampler: str = DEFAULT_SAMPLER
 
     @property
     def clinical_note(self) -> str | None:
@@ -197,6 +200,7 @@ class SimulationResult:
         return json_safe({
             "case_id": self.case_id, "samples": self.samples, "seed": self.seed, "steps": self.steps,
             "guidance": self.guidance, "response_guidance": self.response_guidance, "precision": self.precision,
+            "sampler": self.sampler,
             "crop": {"spacing_mm": list(self.crop.spacing),
                                                 "crop_size": list(self.crop.crop_size),
                                                 "centre_world_mm": list(self.crop.centre_world),
@@ -306,11 +310,37 @@ def sample_noise(seed: int, samples: int, shape: Sequence[int]) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ the loop
-def _scheduler(world: WorldModel, steps: int) -> DDIMScheduler:
-    """A fresh DDIM scheduler (η = 0, no clipping: latents are not bounded) with ``steps`` timesteps."""
+class _DPMSolver:
+    """diffusers' DPM-Solver++ (2nd-order multistep) behind MONAI's scheduler interface (``timesteps``, ``step``
+    returning ``(previous sample, None)``), on the dynamics model's noise schedule."""
+
+    _BETA_SCHEDULES = {"scaled_linear_beta": "scaled_linear", "linear_beta": "linear"}
+
+    def __init__(self, schedule: dict[str, Any], steps: int):
+        from diffusers import DPMSolverMultistepScheduler
+
+        if schedule.get("schedule") not in self._BETA_SCHEDULES:
+            raise ValueError(f"simulate: the DPM-Solver sampler has no equivalent of the {schedule.get('schedule')!r} "
+                             f"noise schedule; use the DDIM sampler.")
+        self._inner = DPMSolverMultistepScheduler(
+            num_train_timesteps=int(schedule["num_train_timesteps"]), beta_start=float(schedule["beta_start"]),
+            beta_end=float(schedule["beta_end"]), beta_schedule=self._BETA_SCHEDULES[schedule["schedule"]],
+            prediction_type=schedule["prediction_type"], algorithm_type="dpmsolver++", solver_order=2)
+        self._inner.set_timesteps(steps)
+        self.timesteps = self._inner.timesteps
+
+    def step(self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor):
+        return self._inner.step(model_output, timestep, sample).prev_sample, None
+
+
+def _scheduler(world: WorldModel, steps: int):
+    """A fresh sampler with ``steps`` timesteps: MONAI's DDIM (η = 0, no clipping: latents are not bounded) or, for
+    ``world.sampler == "dpm_solver"``, `_DPMSolver`."""
     n = int(world.scheduler["num_train_timesteps"])
     if steps > n:
         raise ValueError(f"simulate: steps={steps} exceeds the {n} training timesteps of the dynamics model.")
+    if world.sampler == "dpm_solver":
+        return _DPMSolver(world.scheduler, steps)
     kwargs = {k: v for k, v in world.scheduler.items() if k != "num_train_timesteps"}
     scheduler = DDIMScheduler(num_train_timesteps=n, clip_sample=False, **kwargs)
     scheduler.set_timesteps(steps)
@@ -344,7 +374,8 @@ def combine_guidance(eps: Sequence[torch.Tensor], guidance: float, response_guid
 def _denoise(world: WorldModel, pre_latent: torch.Tensor, masks: torch.Tensor, contexts: Sequence[torch.Tensor],
              noise: torch.Tensor, steps: int, guidance: float, response_guidance: float | None,
              report) -> tuple[torch.Tensor, int]:
-    """DDIM over all P × T rows (row ``p · T + t`` = plan p, sample t), in calls of at most ``world.max_batch``.
+    """The sampler over all P × T rows (row ``p · T + t`` = plan p, sample t), in calls of at most
+    ``world.max_batch``.
 
     Args:
         pre_latent: ``(1, C, *L)``; masks: ``(2, *L)``; noise: ``(T, C, *L)``.
@@ -469,7 +500,7 @@ def predicted_responses(world: WorldModel, case: Case, pre: torch.Tensor, pre_la
 
 @torch.no_grad()
 def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan | str, samples: int = 5,
-             seed: int = 0, steps: int = 25, guidance: float = 2.0,
+             seed: int = 0, steps: int = DEFAULT_STEPS, guidance: float = 2.0,
              progress: ProgressFn | None = None) -> SimulationResult:
     """Simulate the post-treatment tumour crop of ``case`` under each plan, ``samples`` times (see module doc).
 
@@ -478,8 +509,8 @@ def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan |
         case: a `Case` with a tumour mask (labels 2–4).
         plans: `Plan`s or plan texts (``"Lobaplatin; Epirubicin; Lipiodol"``), or one of them.
         samples: T ≥ 1 samples per plan. seed: the noise seed (same seed, same result).
-        steps: DDIM steps (≥ 1, at most the training timesteps). guidance: classifier-free guidance scale g
-            (1 = the plan branch alone, 0 = ignore the plan).
+        steps: steps of ``world.sampler`` (≥ 1, at most the training timesteps). guidance: classifier-free
+            guidance scale g (1 = the plan branch alone, 0 = ignore the plan).
         progress: ``progress(done, total, message)`` callback.
 
     Raises:
@@ -530,7 +561,7 @@ def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan |
         pre_latent = world.autoencoder.encode(pre).float()  # (1, C, *L)
     timings["encode"] = time.perf_counter() - t0
 
-    # 4. one batched, guided DDIM loop over plans × samples
+    # 4. one batched, guided sampling loop over plans × samples
     per_call = max(1, world.max_batch // branches)
     n_calls = math.ceil(len(plan_list) * samples / per_call)
     total, done = n_calls * (steps + 1), [0]
@@ -567,6 +598,6 @@ def simulate(world: WorldModel, case: Case, plans: Sequence[Plan | str] | Plan |
         case_id=case.case_id, plans=results, pre_hu=unwindow_hu(pre[0, 0]).numpy().astype(np.float32),
         pre_labels=pre_labels, pre_volumes=pre_volumes, region=region, crop=crop, case=case, samples=samples,
         seed=int(seed), steps=steps, guidance=guidance, precision=world.precision, timings=timings,
-        response_guidance=response_guidance,
+        response_guidance=response_guidance, sampler=world.sampler,
         denoiser_passes=passes, denoiser_rows=rows_per_step, training_crop_size=tuple(world.crop.crop_size),
         clinical=clinical)

@@ -31,6 +31,7 @@ from models.checkpoint import CheckpointMeta, load_checkpoint
 from models.dynamics import TumourDynamicsModel
 from models.errors import CheckpointNotFoundError, ConfigError
 from models.segmentation import CropSegmenter
+from pipelines.config import DEFAULT_SAMPLER, DEFAULT_STEPS
 from pipelines.progress import ProgressFn
 from pipelines.worldmodel.crops import CropConfig
 
@@ -40,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     from pipelines.case import Case
     from pipelines.worldmodel.simulate import SimulationResult
 
-__all__ = ["DDIM_KEYS", "PRECISIONS", "TRAIN_COMMANDS", "WorldModel", "load_world_model"]
+__all__ = ["DDIM_KEYS", "PRECISIONS", "SAMPLERS", "SAMPLER_NAMES", "TRAIN_COMMANDS", "WorldModel", "load_world_model"]
 
 # The commands that make each checkpoint (named in every CheckpointNotFoundError).
 TRAIN_COMMANDS: dict[str, str] = {
@@ -52,6 +53,8 @@ TRAIN_COMMANDS: dict[str, str] = {
 # Compute dtypes of `WorldModel.precision`.
 PRECISIONS = ("float32", "bfloat16")
 # Keys of the dynamics checkpoint's ``extra["scheduler"]`` that the sampling scheduler takes over.
+SAMPLERS = ("ddim", "dpm_solver")
+SAMPLER_NAMES = {"ddim": "DDIM", "dpm_solver": "DPM-Solver++"}  # as reports and pages name them
 DDIM_KEYS = ("num_train_timesteps", "schedule", "beta_start", "beta_end", "prediction_type")
 
 
@@ -80,6 +83,8 @@ class WorldModel:
         response_guidance: for a dynamics model with a response token, the guidance scale of the token alone
             (`pipelines.worldmodel.simulate.combine_guidance`: a third denoiser branch, the plan without its
             token); ``None`` scales plan and token together by the classifier-free guidance of `simulate`.
+        sampler: `SAMPLERS`: ``"ddim"`` (MONAI's DDIM, η = 0) or ``"dpm_solver"`` (diffusers' DPM-Solver++,
+            second order), both deterministic for a seed.
     """
 
     autoencoder: CropAutoencoder
@@ -95,6 +100,7 @@ class WorldModel:
     metas: dict[str, CheckpointMeta] = field(default_factory=dict, repr=False)
     response: "ResponsePredictor | None" = None
     response_guidance: float | None = None
+    sampler: str = DEFAULT_SAMPLER
 
     @property
     def crop_step(self) -> int:
@@ -120,7 +126,7 @@ class WorldModel:
         return torch.autocast(self.device.type, dtype=getattr(torch, self.precision))
 
     def simulate(self, case: "Case", plans: "Sequence[Plan | str] | Plan | str", samples: int = 5, seed: int = 0,
-                 steps: int = 25, guidance: float = 2.0,
+                 steps: int = DEFAULT_STEPS, guidance: float = 2.0,
                  progress: ProgressFn | None = None) -> "SimulationResult":
         """Simulate the post-treatment crop of ``case`` under each plan; see `pipelines.worldmodel.simulate`."""
         from pipelines.worldmodel.simulate import simulate
@@ -202,7 +208,7 @@ def _check_autoencoder(trained_on: dict, ae_meta: CheckpointMeta, autoencoder: C
 
 def load_world_model(weights_dir: str | os.PathLike | None = None, max_batch: int = 32,
                      max_crop_voxels: int | None = None, precision: str | None = None,
-                     response_guidance: float | None = None) -> WorldModel:
+                     response_guidance: float | None = None, sampler: str | None = None) -> WorldModel:
     """Load ``autoencoder/``, ``dynamics/`` and ``segmentation/`` from ``weights_dir`` and check they fit together.
 
     Args:
@@ -213,14 +219,16 @@ def load_world_model(weights_dir: str | os.PathLike | None = None, max_batch: in
         precision: `WorldModel.precision` (`PRECISIONS`); default the configured ``[worldmodel] precision``.
         response_guidance: `WorldModel.response_guidance`; default the configured ``[worldmodel]
             response_guidance``.
+        sampler: `WorldModel.sampler` (`SAMPLERS`); default the configured ``[worldmodel] sampler``.
 
     Raises:
-        ConfigError: an unknown precision, a response guidance that is not a finite number.
+        ConfigError: an unknown precision or sampler, a response guidance that is not a finite number.
         CheckpointNotFoundError: a checkpoint is missing or unreadable, or the three do not fit together (the
             dynamics model was trained on another autoencoder, or the crop size does not suit the networks); the
             message names the ``mewm train`` command that makes the checkpoint to replace.
     """
-    if weights_dir is None or max_crop_voxels is None or precision is None or response_guidance is None:
+    if (weights_dir is None or max_crop_voxels is None or precision is None or response_guidance is None
+            or sampler is None):
         from pipelines.config import load_config
 
         config = load_config().worldmodel
@@ -228,9 +236,13 @@ def load_world_model(weights_dir: str | os.PathLike | None = None, max_batch: in
         max_crop_voxels = config.max_crop_voxels if max_crop_voxels is None else max_crop_voxels
         precision = config.precision if precision is None else precision
         response_guidance = config.response_guidance if response_guidance is None else response_guidance
+        sampler = config.sampler if sampler is None else sampler
     if precision not in PRECISIONS:
         raise ConfigError(f"load_world_model: precision must be one of {', '.join(PRECISIONS)} "
                           f"([worldmodel] precision, --precision), got {precision!r}.")
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"load_world_model: sampler must be one of {', '.join(SAMPLERS)} ([worldmodel] sampler, "
+                          f"--sampler), got {sampler!r}.")
     if (isinstance(response_guidance, bool) or not isinstance(response_guidance, (int, float))
             or not math.isfinite(response_guidance)):
         raise ConfigError(f"load_world_model: response_guidance must be a finite number ([worldmodel] "
@@ -270,7 +282,7 @@ def load_world_model(weights_dir: str | os.PathLike | None = None, max_batch: in
     return WorldModel(autoencoder=autoencoder, dynamics=dynamics, segmenter=segmenter, crop=crop,
                       change_margin_mm=margin, scheduler=scheduler, weights_dir=root, max_batch=int(max_batch),
                       max_crop_voxels=int(max_crop_voxels), precision=precision, metas=metas, response=response,
-                      response_guidance=float(response_guidance))
+                      response_guidance=float(response_guidance), sampler=sampler)
 
 
 def _load_response(root: Path, crop: CropConfig):

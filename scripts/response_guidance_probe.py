@@ -1,11 +1,11 @@
-"""Probe of the response-token guidance (`WorldModel.response_guidance`, `simulate.combine_guidance`): the same
-patients, plans, samples and seed as `mewm eval dynamics`, simulated once per guidance setting, against the
-counterfactual truth rendered once.
+"""Probe of the sampling settings (the response-token guidance, `WorldModel.response_guidance`,
+`simulate.combine_guidance`; the sampler and its steps): the same patients, plans, samples and seed as `mewm eval
+dynamics`, simulated once per setting, against the counterfactual truth rendered once.
 
 Usage: .venv/bin/python scripts/response_guidance_probe.py COHORT N SETTING [SETTING ...]
-  SETTING is G:R[:S[:SAMPLER]] (classifier-free guidance G, response guidance R; R = G or "-" is the two-branch sampler;
-  S sampler steps, 25 when left out; SAMPLER "ddim" (the default) or "dpm_solver").
-e.g.   .venv/bin/python scripts/response_guidance_probe.py runs/cohort_heldout75 20 2:- 2:4 2:7 2:4:50
+  SETTING is G:R[:S[:SAMPLER]] (classifier-free guidance G, response guidance R; R = G or "-" is the two-branch
+  sampler; S sampler steps and SAMPLER "ddim" or "dpm_solver", the defaults (15, dpm_solver) when left out).
+e.g.   .venv/bin/python scripts/response_guidance_probe.py runs/cohort_val_s5 20 2:- 2:4 2:7 2:4:25:ddim
 Prints per setting: pooled, training-crop and within-patient Spearman of the simulated viable change against the
 truth, its MAE (ml), how the simulation follows the response token (within patient), and seconds per patient;
 then the mean simulated and true viable change per embolic group (where a systematic bias sits).
@@ -21,6 +21,7 @@ import torch
 from models.errors import LesionTooLargeError
 from pipelines.cohort.counterfactual import choose_plans, regenerate_cohort, render_counterfactual
 from pipelines.cohort.response import plan_parts
+from pipelines.config import DEFAULT_SAMPLER, DEFAULT_STEPS
 from pipelines.manifest import load_manifest_case, read_manifest
 from pipelines.worldmodel import evaluate as ev
 from pipelines.worldmodel import metrics
@@ -31,7 +32,7 @@ def parse_setting(text: str) -> tuple[float, float | None, int, str]:
     g, _, rest = text.partition(":")
     r, _, rest = rest.partition(":")
     steps, _, sampler = rest.partition(":")
-    return float(g), None if r in ("", "-") else float(r), int(steps or 25), sampler or "ddim"
+    return float(g), None if r in ("", "-") else float(r), int(steps or DEFAULT_STEPS), sampler or DEFAULT_SAMPLER
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ from pipelines.caseio.nifti import write_nifti
 from pipelines.output_dir import new_output_dir
 from pipelines.volume import Volume
 from pipelines.worldmodel.simulate import STRUCTURES, SimulationResult
+from pipelines.worldmodel.weights import SAMPLER_NAMES
 
 __all__ = ["write_simulation", "volume_change_table"]
 
@@ -72,7 +73,8 @@ def volume_change_table(result: SimulationResult) -> str:
     pre = ", ".join(f"{n.replace('_', ' ')} {result.pre_volumes[n]:.2f} ml" for n in names)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [f"Case {result.case_id}: pre-treatment crop {pre}; {result.samples} sample(s) per plan, seed "
-             f"{result.seed}, {result.steps} steps, guidance {result.guidance:g}, {result.seconds:.1f} s",
+             f"{result.seed}, {result.steps} {SAMPLER_NAMES.get(result.sampler, result.sampler)} steps, guidance "
+             f"{result.guidance:g}, {result.seconds:.1f} s",
              "  ".join(h.ljust(w) for h, w in zip(header, widths)),
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]

@@ -270,8 +270,10 @@ def test_cli_simulate_writes_volumes_and_json(tmp_path, weights_dir, case, capsy
     assert code == 0
     printed = capsys.readouterr().out
     assert PLAN_A in printed and PLAN_B in printed and "±" in printed
+    assert "2 DPM-Solver++ steps" in printed  # the default sampler, named
     data = json.loads((out / "simulation.json").read_text())
     assert data["seed"] == 3 and data["samples"] == 2 and [p["plan"] for p in data["plans"]] == [PLAN_A, PLAN_B]
+    assert data["sampler"] == "dpm_solver" and data["steps"] == 2
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz"))
     assert len(files) == 2 * 2 * 4  # plans × samples × (crop CT, crop labels, full CT, full labels)
     full = read_nifti(out / data["plans"][0]["files"][1]["ct"])

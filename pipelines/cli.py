@@ -144,7 +144,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     world = load_world_model(args.weights or config.weights_dir, max_crop_voxels=config.max_crop_voxels,
                              precision=args.precision or config.precision,
                              response_guidance=_response_guidance(args, config),
-                             sampler=args.sampler or config.sampler)
+                             sampler=_sampler(args, config))
     case = resolve_case(args.case)
     result = world.simulate(case, args.plan, samples=args.samples, seed=args.seed, steps=args.steps,
                             guidance=args.guidance, progress=None if args.quiet else TqdmProgress("simulate", "step"))
@@ -172,7 +172,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                    steps=args.steps, guidance=args.guidance,
                                    precision=args.precision or config.precision, out=args.out,
                                    response_guidance=_response_guidance(args, config),
-                                   sampler=args.sampler or config.sampler,
+                                   sampler=_sampler(args, config),
                                    without_labs=args.without_labs, progress=not args.quiet)
     else:
         report = evaluate_segmentation(args.cohort, weights, patients=args.patients, out=args.out,
@@ -195,7 +195,7 @@ def _cmd_eval_drugs(args: argparse.Namespace) -> int:
                                     samples=args.samples, seed=args.seed, steps=args.steps, guidance=args.guidance,
                                     precision=args.precision or config.precision, drugs=drugs, embolics=embolics,
                                     response_guidance=_response_guidance(args, config),
-                                    sampler=args.sampler or config.sampler,
+                                    sampler=_sampler(args, config),
                                     out=args.out, progress=not args.quiet)
     shown = ("value", "interval_95", "ceiling", "segmenter_ceiling", "response_token")
     print(json.dumps({k: {key: v[key] for key in shown if key in v} for k, v in report["metrics"].items()}, indent=2))
@@ -216,7 +216,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     case = resolve_case(args.case) if args.case else None
     precisions = tuple(p.strip() for p in args.precision.split(",") if p.strip())
     report = bench_dynamics(weights, plans=args.plans, samples=args.samples, steps=args.steps, repeats=args.repeats,
-                            precisions=precisions, sampler=args.sampler or config.sampler, case=case, out=args.out,
+                            precisions=precisions, sampler=_sampler(args, config), case=case, out=args.out,
                             progress=not args.quiet)
     print(json.dumps({k: report[k] for k in ("precision", "batched", "one_at_a_time", "speedup", "seconds_per_plan",
                                               "denoiser", "reference", "peak_rss_mb")}, indent=2))
@@ -235,6 +235,11 @@ PRECISION_HELP = ("compute dtype of the networks (default: [worldmodel] precisio
 def _response_guidance(args: argparse.Namespace, config) -> float:
     """``--response-guidance``, else the configured ``[worldmodel] response_guidance``."""
     return config.response_guidance if args.response_guidance is None else args.response_guidance
+
+
+def _sampler(args: argparse.Namespace, config) -> str:
+    """``--sampler``, else the configured ``[worldmodel] sampler``."""
+    return args.sampler or config.sampler
 
 
 def _add_sampling_arguments(parser: argparse.ArgumentParser, samples: int, seed_help: str) -> None:

@@ -23,7 +23,8 @@ from typing import Any
 
 from models.errors import ConfigError
 
-__all__ = ["DEFAULT_SAMPLER", "DEFAULT_STEPS", "IOConfig", "AppConfig", "WorldModelConfig", "PolicyConfig", "PlanningConfig", "ReasoningConfig",
+__all__ = ["DEFAULT_SAMPLER", "DEFAULT_STEPS", "IOConfig", "AppConfig", "WorldModelConfig", "PolicyConfig",
+           "PlanningConfig", "ReasoningConfig",
            "StudyConfig", "Config", "load_config", "resolve_config", "REPO_ROOT",
            "SAMPLE_DATA_DIR"]
 

@@ -50,8 +50,8 @@ def main(cohort_dir: str, n: int, settings: list[str]) -> None:
             g, r, steps, sampler = parse_setting(setting)
             t0 = time.perf_counter()
             try:
-                result = dataclasses.replace(world, response_guidance=r, sampler=sampler).simulate(case, plans, samples=3, seed=0,
-                                                                                 steps=steps, guidance=g)
+                sampled = dataclasses.replace(world, response_guidance=r, sampler=sampler)
+                result = sampled.simulate(case, plans, samples=3, seed=0, steps=steps, guidance=g)
             except LesionTooLargeError:
                 break
             seconds[setting] += time.perf_counter() - t0

@@ -67,8 +67,8 @@ def batch_settings(settings: dict[str, Any] | None = None, *, manifest: str | os
     """The complete, checked settings of a batch: ``settings`` over the configured defaults.
 
     Defaults come from ``[planning]`` (mode, samples, steps, guidance, seed, beams, horizons, survival_dir),
-    ``[worldmodel]`` (weights_dir, sampler) and ``[policy]``. ``candidates`` (plan texts) replaces the policy: every case is
-    searched exhaustively over exactly these plans. Folders become absolute paths.
+    ``[worldmodel]`` (weights_dir, sampler) and ``[policy]``. ``candidates`` (plan texts) replaces the policy: every
+    case is searched exhaustively over exactly these plans. Folders become absolute paths.
 
     Raises:
         ConfigError: an unknown key, or a value out of range. PlanValidationError: a candidate plan breaks a rule.
@@ -83,7 +83,8 @@ def batch_settings(settings: dict[str, Any] | None = None, *, manifest: str | os
     planning = cfg.planning
     out: dict[str, Any] = {
         "manifest": None, "mode": planning.mode, "samples": planning.samples, "steps": planning.steps,
-        "sampler": cfg.worldmodel.sampler, "guidance": planning.guidance, "seed": planning.seed, "beams": planning.beams,
+        "sampler": cfg.worldmodel.sampler, "guidance": planning.guidance, "seed": planning.seed,
+        "beams": planning.beams,
         "drug_horizon": planning.drug_horizon, "embolic_horizon": planning.embolic_horizon, "candidates": None,
         "weights_dir": cfg.worldmodel.weights_dir, "survival_dir": planning.survival_dir,
         "policy": dataclasses.asdict(cfg.policy), "loader": loader or DEFAULT_LOADER}
@@ -127,7 +128,8 @@ class ScoringModels:
 
 
 def load_scoring_models(settings: dict[str, Any]) -> ScoringModels:
-    """The default loader: `load_world_model(weights_dir, sampler=sampler)`, `load_survival_model(survival_dir)` and, unless
+    """The default loader: `load_world_model(weights_dir, sampler=sampler)`, `load_survival_model(survival_dir)`
+    and, unless
     ``candidates`` are given, `load_policy` with the recorded ``[policy]`` settings.
 
     Raises:

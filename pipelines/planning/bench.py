@@ -4,9 +4,9 @@ with the reference search.
 The reference (reference-mewm.md §6) makes one generator call per candidate evaluation — repeats across beams
 included — and each call is 200 ancestral DDPM passes (batch T). For the same search we count the candidate
 evaluations our beam search asks for (``requested_evaluations``) and price them as the reference would
-(× 200 passes), against the denoiser passes we actually run (``[planning] steps`` of the world model's sampler, every
-candidate of a step in one batched call, repeats cached). Plan quality of the two is not compared here (that needs the reference's 200-step sampler
-on the same model); `mewm eval planning` reports our plan quality.
+(× 200 passes), against the denoiser passes we actually run (``[planning] steps`` of the world model's sampler,
+every candidate of a step in one batched call, repeats cached). Plan quality of the two is not compared here (that
+needs the reference's 200-step sampler on the same model); `mewm eval planning` reports our plan quality.
 """
 
 from __future__ import annotations

@@ -125,7 +125,8 @@ def by_crop(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
 
 def evaluate_planning(cohort: str | os.PathLike, world_dir: str | os.PathLike, survival_dir: str | os.PathLike,
                       train_manifest: str | os.PathLike, *, patients: int | None = 100, samples: int = 2,
-                      steps: int = DEFAULT_STEPS, guidance: float = 2.0, seed: int = 0, out: str | os.PathLike | None = None,
+                      steps: int = DEFAULT_STEPS, guidance: float = 2.0, seed: int = 0,
+                      out: str | os.PathLike | None = None,
                       policy: Any = None, survival_sees_plan: bool = True,
                       progress: bool = True) -> dict[str, Any]:
     """Evaluate plan choice on ``cohort`` (module doc); write and return the JSON report."""

@@ -96,7 +96,8 @@ def _c_index(features: list[dict[str, float]], time: np.ndarray, event: np.ndarr
 
 
 def evaluate_realdata(cohort: str | os.PathLike, *, weights_dir: str | os.PathLike | None = None,
-                      out: str | os.PathLike | None = None, folds: int = 5, samples: int = 1, steps: int = DEFAULT_STEPS,
+                      out: str | os.PathLike | None = None, folds: int = 5, samples: int = 1,
+                      steps: int = DEFAULT_STEPS,
                       seed: int = 0, config: Any = None,
                       progress: bool | ProgressFn | None = True) -> dict[str, Any]:
     """Evaluate on an imported (and registered) cohort; writes and returns the JSON report (module docstring).

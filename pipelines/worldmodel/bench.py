@@ -165,7 +165,8 @@ def _time_modes(world: WorldModel, case: Case, plan_list: list, samples: int, st
 def _card_text(bench: dict[str, Any], out: Path) -> str:
     m, c = bench["machine"], bench["config"]
     token = "" if c.get("response_guidance") is None else f" (response token {c['response_guidance']})"
-    lines = [f"{c['plans']} plans × {c['samples']} samples, {c['steps']} {SAMPLER_NAMES[c.get('sampler', 'ddim')]} steps, "
+    lines = [f"{c['plans']} plans × {c['samples']} samples, {c['steps']} "
+             f"{SAMPLER_NAMES[c.get('sampler', 'ddim')]} steps, "
              f"guidance {c['guidance']}"
              f"{token}, case {bench['case_id']}; up to {c['max_batch']} rows per denoiser call, "
              f"{c['decode_batch']} crops per decoder / segmenter call.", "",

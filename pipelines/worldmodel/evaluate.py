@@ -304,7 +304,8 @@ def score_patient(world, cohort, truth, case: Case, plans: list, *, samples: int
 
 def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathLike | None = None, *,
                       patients: int = 50, plans_per_patient: int = 4, samples: int = 3, seed: int = 0,
-                      steps: int = DEFAULT_STEPS, guidance: float = 2.0, c2st_epochs: int = 5, precision: str | None = None,
+                      steps: int = DEFAULT_STEPS, guidance: float = 2.0, c2st_epochs: int = 5,
+                      precision: str | None = None,
                       response_guidance: float | None = None, sampler: str | None = None,
                       out: str | os.PathLike | None = None, update_card: bool = True, without_labs: bool = False,
                       progress: bool | ProgressFn | None = None) -> dict[str, Any]:
@@ -503,7 +504,8 @@ def evaluate_dynamics(cohort_dir: str | os.PathLike, weights_dir: str | os.PathL
     command = command_line("eval", "dynamics", cohort=cohort.root, weights=world.weights_dir, patients=patients,
                            plans=plans_per_patient, samples=samples, seed=seed, steps=steps,
                            guidance=guidance, response_guidance=world.token_guidance,
-                           precision=world.precision, sampler=world.sampler) + (" --without-labs" if without_labs else "")
+                           precision=world.precision, sampler=world.sampler)
+    command += " --without-labs" if without_labs else ""
     report = {
         "kind": "dynamics-evaluation", "baseline": "post = pre", "command": command, "weights": str(world.weights_dir),
         "cohort": {"path": display_path(cohort.root), "seed": cohort.seed, "n": len(records), "grid": list(cohort.size)},

@@ -77,7 +77,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         fields = [f.strip() for f in (args.clinical_fields or "").split(",") if f.strip()]
         report = train.train_dynamics(args.manifest, args.autoencoder, args.out, clinical_fields=fields,
                                       prediction_type=args.prediction_type, response_token=args.response_token,
-                                      response_lr_scale=args.response_lr_scale, **common)
+                                      response_lr_scale=args.response_lr_scale,
+                                      embolic_balance=args.embolic_balance, **common)
     elif args.model == "segmentation":
         if args.reconstructed_fraction is not None and not args.autoencoder:
             raise ConfigError("--reconstructed-fraction needs --autoencoder DIR (whose reconstructions to train on).")
@@ -324,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  "needs a response predictor beside the weights (`mewm train response`)")
             tr.add_argument("--response-lr-scale", type=float, default=1.0,
                             help="with --response-token: the token's encoder learns at lr times this (default 1)")
+            tr.add_argument("--embolic-balance", type=float, default=0.0, metavar="POWER",
+                            help="draw the training pairs with the plans' embolic groups balanced: each pair "
+                                 "weighs n_group^-POWER (0 default: as they come; 0.5: groups by the square root "
+                                 "of their size; 1: every group equally often)")
         if model == "segmentation":
             tr.add_argument("--reconstructed-fraction", type=float,
                             help="share of training crops replaced by their autoencoder reconstruction "

@@ -20,11 +20,11 @@ import torch
 
 from models.errors import LesionTooLargeError
 from pipelines.cohort.counterfactual import choose_plans, regenerate_cohort, render_counterfactual
-from pipelines.cohort.response import plan_parts
 from pipelines.config import DEFAULT_SAMPLER, DEFAULT_STEPS
 from pipelines.manifest import load_manifest_case, read_manifest
 from pipelines.worldmodel import evaluate as ev
 from pipelines.worldmodel import metrics
+from pipelines.worldmodel.crops import embolic_group
 from pipelines.worldmodel.weights import load_world_model
 
 
@@ -63,7 +63,7 @@ def main(cohort_dir: str, n: int, settings: list[str]) -> None:
                     voxel_ml) - pre_viable for plan in plans]
             for plan, sim, true in zip(plans, result.plans, true_change):
                 rows[setting].append({"case_id": case.case_id, "enlarged_crop": result.enlarged_crop,
-                                      "embolics": " + ".join(sorted(plan_parts(plan)[1])) or "none",
+                                      "embolics": embolic_group(plan),
                                       "true_viable_change_ml": true,
                                       "pred_viable_change_ml": float(np.mean(sim.changes["viable_tumour"])),
                                       **ev._token_row(sim, result.pre_labels, pre_viable, voxel_ml)})

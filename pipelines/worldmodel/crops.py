@@ -574,15 +574,19 @@ class LatentPairs(Dataset):
 
     def __init__(self, pre: torch.Tensor, post: torch.Tensor, masks: torch.Tensor, plans: list[Plan],
                  case_ids: list[str], covariates: list[dict[str, Any]] | None = None,
-                 responses: torch.Tensor | None = None) -> None:
+                 responses: torch.Tensor | None = None, sampling_weights: torch.Tensor | None = None) -> None:
         covariates = [{} for _ in case_ids] if covariates is None else covariates
         if not (pre.shape == post.shape and pre.shape[0] == masks.shape[0] == len(plans) == len(case_ids)
                 == len(covariates)) or (responses is not None and responses.shape[0] != len(plans)):
             raise ValueError(f"LatentPairs: inconsistent sizes pre {tuple(pre.shape)}, post {tuple(post.shape)}, "
                              f"masks {tuple(masks.shape)}, {len(plans)} plans, {len(case_ids)} case ids, "
                              f"{len(covariates)} covariate rows.")
+        if sampling_weights is not None and (sampling_weights.shape != (len(plans),)
+                                             or not bool(torch.all(sampling_weights >= 0))
+                                             or not float(sampling_weights.sum()) > 0):
+            raise ValueError(f"LatentPairs: sampling_weights must be {len(plans)} non-negative numbers, not all 0.")
         self.pre, self.post, self.masks, self.plans, self.case_ids = pre, post, masks, plans, case_ids
-        self.covariates, self.responses = covariates, responses
+        self.covariates, self.responses, self.sampling_weights = covariates, responses, sampling_weights
 
     @classmethod
     def from_cache(cls, cache: CropCache, autoencoder: torch.nn.Module, indices: Sequence[int] | None = None, *,
@@ -637,12 +641,48 @@ class LatentPairs(Dataset):
                            None if self.responses is None else self.responses[idx])
 
     def sample_batch(self, batch_size: int, generator: torch.Generator) -> LatentBatch:
-        """``batch_size`` pairs drawn with replacement from ``generator``."""
-        return self._batch(torch.randint(len(self), (batch_size,), generator=generator))
+        """``batch_size`` pairs drawn with replacement from ``generator``: uniformly, or in proportion to
+        ``sampling_weights`` when set (e.g. `embolic_balance_weights`)."""
+        if self.sampling_weights is None:
+            return self._batch(torch.randint(len(self), (batch_size,), generator=generator))
+        return self._batch(torch.multinomial(self.sampling_weights, batch_size, replacement=True,
+                                             generator=generator))
 
     def all_batches(self, batch_size: int) -> Iterator[LatentBatch]:
         for s in range(0, len(self), batch_size):
             yield self._batch(torch.arange(s, min(s + batch_size, len(self))))
+
+
+def embolic_group(plan: Plan) -> str:
+    """The plan's embolic agents, sorted and joined with " + " ("none" without one): the group the evaluation
+    reports its bias by (``bias_by_embolics``) and `embolic_balance_weights` balances."""
+    return " + ".join(sorted(plan.embolics)) or "none"
+
+
+def embolic_balance_weights(plans: Sequence[Plan], power: float) -> torch.Tensor | None:
+    """Sampling weights that draw the plans' embolic groups (`embolic_group`) more evenly.
+
+    Each pair weighs ``n_g ** -power`` with ``n_g`` the number of pairs of its group, so a group is drawn in
+    proportion to ``n_g ** (1 - power)``: ``power = 0`` keeps the data's proportions (returns ``None``: uniform
+    draws), ``0.5`` draws groups by the square root of their size, ``1`` every group equally often. Normalised to
+    sum to 1.
+
+    Raises:
+        ConfigError: ``power`` outside [0, 1].
+    """
+    from models.errors import ConfigError
+
+    if not 0.0 <= power <= 1.0:
+        raise ConfigError(f"The embolic balance must be in [0, 1] (0 off, 1 every embolic group equally often), "
+                          f"got {power!r}.")
+    if power == 0.0:
+        return None
+    groups = [embolic_group(p) for p in plans]
+    counts: dict[str, int] = {}
+    for g in groups:
+        counts[g] = counts.get(g, 0) + 1
+    w = torch.tensor([counts[g] ** -power for g in groups], dtype=torch.float64)
+    return (w / w.sum()).float()
 
 
 @torch.no_grad()

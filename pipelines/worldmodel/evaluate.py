@@ -52,7 +52,7 @@ from pipelines.progress import ProgressFn, resolve_progress
 from pipelines.volume import LABELS
 from pipelines.worldmodel import metrics
 from pipelines.worldmodel.c2st import classifier_two_sample_test
-from pipelines.worldmodel.crops import WHOLE_LESION_STEP, CropConfig
+from pipelines.worldmodel.crops import WHOLE_LESION_STEP, CropConfig, embolic_group
 from pipelines.worldmodel.regions import TUMOUR_LABELS
 from pipelines.worldmodel.report import (command_line, display_path, machine_info, metric_entry,
                                          update_card_section, write_report)
@@ -98,7 +98,7 @@ def _pair_row(case_id: str, plan, sim, truth_hu: np.ndarray, truth_labels: np.nd
         "pred_viable_change_ml": float(np.mean(sim.changes["viable_tumour"])),
         "pred_viable_change_sd_ml": float(np.std(sim.changes["viable_tumour"], ddof=1)) if len(sim.crops_hu) > 1
         else float("nan"),
-        "embolics": " + ".join(sorted(embolics)) or "none",
+        "embolics": embolic_group(plan),
         "true_necrosis_change_ml": metrics.label_volume_ml(truth_labels, LABELS["necrosis"], voxel_ml)
         - metrics.label_volume_ml(pre_labels, LABELS["necrosis"], voxel_ml),
         "pred_necrosis_change_ml": float(np.mean(sim.changes["necrosis"])),

@@ -44,7 +44,7 @@ from pipelines.training import (LoopSettings, TrainReport, model_device, resolve
 from pipelines.volume import LABELS
 from pipelines.worldmodel.crops import (AutoencoderCrops, CropCache, CropConfig, LatentPairs, SegmentationCrops,
                                         WHOLE_LESION_STEP, WholeLesionCrops, autoencoder_reconstructions, build_crop_cache,
-                                        build_whole_lesion_cache)
+                                        build_whole_lesion_cache, embolic_balance_weights)
 from pipelines.worldmodel.regions import DEFAULT_CHANGE_MARGIN_MM, TUMOUR_LABELS
 from pipelines.worldmodel.report import display_path
 from pipelines.worldmodel.weights import encodes_like
@@ -722,7 +722,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                    schedule: dict[str, int] | None = None, device: str = "cpu", amp: bool = False,
                    init_from: str | os.PathLike | None = None,
                    clinical_fields: Sequence[str] = (), prediction_type: str = "epsilon",
-                   response_token: bool = False, response_lr_scale: float = 1.0) -> TrainReport:
+                   response_token: bool = False, response_lr_scale: float = 1.0,
+                   embolic_balance: float = 0.0) -> TrainReport:
     """Train the latent dynamics model (`models.dynamics.TumourDynamicsModel`) on a trained autoencoder's latents.
 
     The crops are made with the autoencoder's own crop geometry (its ``extra["crop"]``). The checkpoint's ``extra``
@@ -749,6 +750,10 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
             without the token, the token's encoder starts from zero and every other weight carries over.
         response_lr_scale: the token's encoder learns at ``lr * response_lr_scale`` (a fresh part of a fine-tuned
             network may need to move faster than the rest); only with ``response_token``.
+        embolic_balance: draw the training pairs with the plans' embolic groups balanced
+            (`pipelines.worldmodel.crops.embolic_balance_weights`): 0 (default) as they come, 0.5 each group in
+            proportion to the square root of its size, 1 every group equally often. Rare kinds of plan (e.g.
+            particles without Lipiodol) then weigh more in the loss.
         Others as `train_autoencoder` (defaults `DEFAULTS["dynamics"]`).
 
     Raises:
@@ -768,6 +773,7 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
     if not response_lr_scale > 0 or (response_lr_scale != 1.0 and not response_token):
         raise ConfigError(f"response_lr_scale={response_lr_scale!r}: a positive scale, and only with the response "
                           "token (--response-token).")
+    embolic_balance_weights((), embolic_balance)  # checks the range before any work
     scheduler_config = {**DDPM_SCHEDULER, "prediction_type": prediction_type}
     settings = _settings("dynamics", steps, batch_size, lr, seed, schedule, device, amp,
                          fine_tune=init_from is not None,
@@ -814,6 +820,7 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                                          weights_key=ae_weights, covariates=covariates, progress=progress,
                                          responses=response_token)
                   for part in (split.train, split.val))
+    train.sampling_weights = embolic_balance_weights(train.plans, embolic_balance)
 
     # 2. scheduler and loss
     scheduler = build_ddpm_scheduler(scheduler_config)
@@ -859,6 +866,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
         command += " --response-token"
     if response_lr_scale != 1.0:
         command += f" --response-lr-scale {response_lr_scale:g}"
+    if embolic_balance:
+        command += f" --embolic-balance {embolic_balance:g}"
     extra = {"scheduler": dict(scheduler_config),
              "crop": {"spacing": list(crop.spacing), "size": list(crop.crop_size),
                       "change_margin_mm": float(change_margin_mm)},
@@ -866,12 +875,15 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                              "weights_sha256": ae_weights, "encoder_sha256": autoencoder.encoder_sha256(),
                              "dir": display_path(autoencoder_dir)},
              "cond_drop_prob": cond_drop_prob, "masks": "fraction of each latent cell (regions.latent_masks)",
-             "data": _data_extra(cache, split), **({"init_from": init} if init else {})}
+             "data": _data_extra(cache, split), **({"init_from": init} if init else {}),
+             **({"embolic_balance": embolic_balance} if embolic_balance else {})}
     more = {"init_from": init["weights_sha256"]} if init else {}
     if prediction_type != "epsilon":  # (absent for ε, so older runs stay resumable)
         more["prediction_type"] = prediction_type
     if response_token:
         more["response_token"] = True
+    if embolic_balance:  # (absent when off, so older runs stay resumable)
+        more["embolic_balance"] = embolic_balance
     partial = RESPONSE_PREFIXES if init and init.get("fresh") else ()
     report = train_loop(lambda: _started(TumourDynamicsModel(**config), start, partial), batch_loss, val_loss,
                         settings=settings, out=out, kind="dynamics",
@@ -894,6 +906,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                      + ("; and on the pair's measured response (viable, necrosis, Lipiodol fractions of the "
                         "pre-treatment lesion; one context token, present only with the plan and blanked with "
                         f"probability {cond_drop_prob}; sampled with the response predictor's)"
-                        if response_token else ""))
+                        if response_token else "")
+                     + (f"; training pairs drawn with the plans' embolic groups balanced (each pair weighs "
+                        f"n_group^-{embolic_balance:g})" if embolic_balance else ""))
     return report
 

@@ -149,6 +149,59 @@ def test_latent_batches_carry_each_rows_covariates():
         LatentPairs(pre, pre, torch.zeros(n, 2, 1, 1, 1), plans, [f"C{i}" for i in range(n)], [{}])
 
 
+def test_embolic_balance_weights_draw_groups_by_the_chosen_power():
+    from models.plan import Plan
+    from pipelines.worldmodel.crops import embolic_balance_weights, embolic_group
+
+    plans = ([Plan.parse("Epirubicin; Lipiodol; Gelatin Sponge")] * 9 + [Plan.parse("Epirubicin; Drug-eluting Beads")] * 1)
+    assert embolic_group(plans[0]) == "Gelatin Sponge + Lipiodol" and embolic_group(plans[-1]) == "Drug-eluting Beads"
+    assert embolic_balance_weights(plans, 0.0) is None  # off: uniform draws
+    for power, share in ((1.0, 0.5), (0.5, 1 / (1 + 3))):  # the rare group's share of the draws: n^(1-power)
+        w = embolic_balance_weights(plans, power)
+        assert w.shape == (10,) and float(w.sum()) == pytest.approx(1.0)
+        assert float(w[-1]) == pytest.approx(share) and float(w[0]) == pytest.approx((1 - share) / 9)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ConfigError, match="embolic balance"):
+            embolic_balance_weights(plans, bad)
+
+
+def test_latent_pairs_draw_by_their_sampling_weights():
+    from models.plan import Plan
+    from pipelines.worldmodel.crops import LatentPairs, embolic_balance_weights
+
+    n = 20
+    pre = torch.arange(n, dtype=torch.float32).reshape(n, 1, 1, 1, 1)
+    plans = [Plan.parse("Epirubicin; Lipiodol")] * (n - 1) + [Plan.parse("Epirubicin; Drug-eluting Beads")]
+    args = (pre, pre.clone(), torch.zeros(n, 2, 1, 1, 1), plans, [f"C{i}" for i in range(n)])
+    plain = LatentPairs(*args).sample_batch(400, torch.Generator().manual_seed(0))
+    balanced = LatentPairs(*args, sampling_weights=embolic_balance_weights(plans, 1.0))
+    batch = balanced.sample_batch(400, torch.Generator().manual_seed(0))
+    beads = lambda b: sum(p.embolics == ("Drug-eluting Beads",) for p in b.plans)  # noqa: E731
+    assert beads(plain) < 60 and 160 < beads(batch) < 240  # 1 in 20 as they come, half of the draws balanced
+    assert all(p == plans[int(i)] for p, i in zip(batch.plans, batch.pre.flatten()))  # rows stay whole
+    again = balanced.sample_batch(400, torch.Generator().manual_seed(0))
+    assert torch.equal(again.pre, batch.pre)  # deterministic for a seed
+    with pytest.raises(ValueError, match="sampling_weights"):
+        LatentPairs(*args, sampling_weights=torch.zeros(n))
+    with pytest.raises(ValueError, match="sampling_weights"):
+        LatentPairs(*args, sampling_weights=torch.ones(n - 1))
+
+
+def test_dynamics_embolic_balance_is_recorded_and_part_of_the_runs_identity(cohort, autoencoder, tmp_path):
+    report = _run("dynamics", cohort, autoencoder, tmp_path / "dyn", embolic_balance=0.5)
+    _, meta = _state(report.out, "dynamics")
+    assert meta.extra["embolic_balance"] == 0.5
+    card = (report.out / "MODEL_CARD.md").read_text()
+    assert "--embolic-balance 0.5" in card and "embolic groups balanced" in card
+    with pytest.raises(ConfigError, match="embolic_balance"):  # a resumed run keeps its balance
+        _run("dynamics", cohort, autoencoder, tmp_path / "dyn", steps=3, resume=True)
+    plain = _run("dynamics", cohort, autoencoder, tmp_path / "plain")
+    assert "embolic_balance" not in _state(plain.out, "dynamics")[1].extra
+    with pytest.raises(ConfigError, match="embolic balance"):  # before any crop is cached
+        _run("dynamics", cohort, autoencoder, tmp_path / "bad", embolic_balance=2.0)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_dynamics_needs_a_trained_autoencoder(cohort, tmp_path):
     with pytest.raises(CheckpointNotFoundError, match="mewm train autoencoder"):
         train_dynamics(cohort, tmp_path / "no-ae", tmp_path / "dyn", steps=1, progress=False, model_config=TINY_DYN)
@@ -332,6 +385,15 @@ def test_segmenter_volume_weight_is_trained_recorded_and_checked(cohort, autoenc
         with pytest.raises(ConfigError, match="--volume-weight"):
             _run("segmentation", cohort, autoencoder, tmp_path / "bad", volume_weight=bad)
     assert not (tmp_path / "bad").exists()
+
+
+def test_cli_passes_embolic_balance(cohort, tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(wm_train, "train_dynamics", lambda *a, **k: seen.update(k) or (_ for _ in ()).throw(
+        ConfigError("stop")))
+    assert main(["train", "dynamics", "--manifest", str(cohort), "--autoencoder", str(tmp_path / "ae"),
+                 "--out", str(tmp_path / "d"), "--embolic-balance", "0.5", "--quiet"]) == 2
+    assert seen["embolic_balance"] == 0.5
 
 
 def test_cli_passes_volume_weight(cohort, tmp_path, monkeypatch):

@@ -78,7 +78,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         report = train.train_dynamics(args.manifest, args.autoencoder, args.out, clinical_fields=fields,
                                       prediction_type=args.prediction_type, response_token=args.response_token,
                                       response_lr_scale=args.response_lr_scale,
-                                      embolic_balance=args.embolic_balance, **common)
+                                      embolic_balance=args.embolic_balance, change_weight=args.change_weight,
+                                      **common)
     elif args.model == "segmentation":
         if args.reconstructed_fraction is not None and not args.autoencoder:
             raise ConfigError("--reconstructed-fraction needs --autoencoder DIR (whose reconstructions to train on).")
@@ -329,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="draw the training pairs with the plans' embolic groups balanced: each pair "
                                  "weighs n_group^-POWER (0 default: as they come; 0.5: groups by the square root "
                                  "of their size; 1: every group equally often)")
+            tr.add_argument("--change-weight", type=float, default=0.0, metavar="W",
+                            help="weigh each latent cell's error by 1 + W x its fraction in the change region (the "
+                                 "lesion and its margin); default 0: the plain MSE")
         if model == "segmentation":
             tr.add_argument("--reconstructed-fraction", type=float,
                             help="share of training crops replaced by their autoencoder reconstruction "

@@ -25,6 +25,7 @@ import contextlib
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Sequence
 from datetime import date
@@ -481,6 +482,22 @@ def train_autoencoder(manifest: str | os.PathLike, out: str | os.PathLike, *, st
 
 
 # ------------------------------------------------------------------------------------------------ segmentation
+def region_weighted_mse(prediction: torch.Tensor, target: torch.Tensor, region: torch.Tensor,
+                        weight: float) -> torch.Tensor:
+    """Mean squared error with each cell weighted ``1 + weight × region``, normalised by the weights' sum.
+
+    Args:
+        prediction, target: ``(B, C, *S)``.
+        region: ``(B, 1, *S)`` in [0, 1], e.g. the change region's fraction of each latent cell; shared by the
+            ``C`` channels.
+        weight: 0 gives `torch.nn.functional.mse_loss` exactly.
+    """
+    if not weight:
+        return F.mse_loss(prediction, target)
+    cells = 1.0 + weight * region
+    return ((prediction - target) ** 2 * cells).sum() / (cells.sum() * prediction.shape[1])
+
+
 def volume_error(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[int] = VOLUME_CLASSES, *,
                  temperature: float = VOLUME_TEMPERATURE, floor: float = VOLUME_FLOOR_VOXELS) -> torch.Tensor:
     """Mean relative error of the predicted class volumes, a differentiable stand-in for the argmax volumes.
@@ -723,7 +740,7 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                    init_from: str | os.PathLike | None = None,
                    clinical_fields: Sequence[str] = (), prediction_type: str = "epsilon",
                    response_token: bool = False, response_lr_scale: float = 1.0,
-                   embolic_balance: float = 0.0) -> TrainReport:
+                   embolic_balance: float = 0.0, change_weight: float = 0.0) -> TrainReport:
     """Train the latent dynamics model (`models.dynamics.TumourDynamicsModel`) on a trained autoencoder's latents.
 
     The crops are made with the autoencoder's own crop geometry (its ``extra["crop"]``). The checkpoint's ``extra``
@@ -754,6 +771,10 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
             (`pipelines.worldmodel.crops.embolic_balance_weights`): 0 (default) as they come, 0.5 each group in
             proportion to the square root of its size, 1 every group equally often. Rare kinds of plan (e.g.
             particles without Lipiodol) then weigh more in the loss.
+        change_weight: weigh each latent cell's squared error by ``1 + change_weight × f`` with ``f`` its fraction
+            inside the change region (the tumour and its margin, `regions.latent_masks`), normalised by the
+            weights' sum: the lesion, a small part of the crop, then counts more than the liver around it. 0
+            (default) the plain MSE. The validation loss stays the plain MSE, comparable across runs.
         Others as `train_autoencoder` (defaults `DEFAULTS["dynamics"]`).
 
     Raises:
@@ -774,6 +795,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
         raise ConfigError(f"response_lr_scale={response_lr_scale!r}: a positive scale, and only with the response "
                           "token (--response-token).")
     embolic_balance_weights((), embolic_balance)  # checks the range before any work
+    if not (math.isfinite(change_weight) and change_weight >= 0):
+        raise ConfigError(f"change_weight must be a finite number >= 0 (0: the plain MSE), got {change_weight!r}.")
     scheduler_config = {**DDPM_SCHEDULER, "prediction_type": prediction_type}
     settings = _settings("dynamics", steps, batch_size, lr, seed, schedule, device, amp,
                          fine_tune=init_from is not None,
@@ -826,7 +849,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
     scheduler = build_ddpm_scheduler(scheduler_config)
     n_t = scheduler.num_train_timesteps
 
-    def denoise_loss(model: TumourDynamicsModel, batch, generator: torch.Generator, drop: bool) -> torch.Tensor:
+    def denoise_loss(model: TumourDynamicsModel, batch, generator: torch.Generator, drop: bool,
+                     weight: float = 0.0) -> torch.Tensor:
         b = batch.post.shape[0]
         t = torch.randint(0, n_t, (b,), generator=generator)
         noise = torch.randn(batch.post.shape, generator=generator)
@@ -845,10 +869,12 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                                      batch.responses if present is not None else None, present)
         x_t = scheduler.add_noise(original_samples=batch.post, noise=noise, timesteps=t)
         target = noise if prediction_type == "epsilon" else scheduler.get_velocity(batch.post, noise, t)
-        return F.mse_loss(model(x_t, t, batch.pre, batch.masks, context), target)
+        return region_weighted_mse(model(x_t, t, batch.pre, batch.masks, context), target, batch.masks[:, 1:2],
+                                   weight)
 
     def batch_loss(model: TumourDynamicsModel, generator: torch.Generator) -> torch.Tensor:
-        return denoise_loss(model, train.sample_batch(settings.batch_size, generator), generator, drop=True)
+        return denoise_loss(model, train.sample_batch(settings.batch_size, generator), generator, drop=True,
+                            weight=change_weight)
 
     def val_loss(model: TumourDynamicsModel) -> float:
         g = torch.Generator().manual_seed(settings.seed)  # the same timesteps and noise at every validation
@@ -868,6 +894,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
         command += f" --response-lr-scale {response_lr_scale:g}"
     if embolic_balance:
         command += f" --embolic-balance {embolic_balance:g}"
+    if change_weight:
+        command += f" --change-weight {change_weight:g}"
     extra = {"scheduler": dict(scheduler_config),
              "crop": {"spacing": list(crop.spacing), "size": list(crop.crop_size),
                       "change_margin_mm": float(change_margin_mm)},
@@ -876,7 +904,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                              "dir": display_path(autoencoder_dir)},
              "cond_drop_prob": cond_drop_prob, "masks": "fraction of each latent cell (regions.latent_masks)",
              "data": _data_extra(cache, split), **({"init_from": init} if init else {}),
-             **({"embolic_balance": embolic_balance} if embolic_balance else {})}
+             **({"embolic_balance": embolic_balance} if embolic_balance else {}),
+             **({"change_weight": change_weight} if change_weight else {})}
     more = {"init_from": init["weights_sha256"]} if init else {}
     if prediction_type != "epsilon":  # (absent for ε, so older runs stay resumable)
         more["prediction_type"] = prediction_type
@@ -884,6 +913,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
         more["response_token"] = True
     if embolic_balance:  # (absent when off, so older runs stay resumable)
         more["embolic_balance"] = embolic_balance
+    if change_weight:
+        more["change_weight"] = change_weight
     partial = RESPONSE_PREFIXES if init and init.get("fresh") else ()
     report = train_loop(lambda: _started(TumourDynamicsModel(**config), start, partial), batch_loss, val_loss,
                         settings=settings, out=out, kind="dynamics",
@@ -908,6 +939,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                         f"probability {cond_drop_prob}; sampled with the response predictor's)"
                         if response_token else "")
                      + (f"; training pairs drawn with the plans' embolic groups balanced (each pair weighs "
-                        f"n_group^-{embolic_balance:g})" if embolic_balance else ""))
+                        f"n_group^-{embolic_balance:g})" if embolic_balance else "")
+                     + (f"; each latent cell's error weighted 1 + {change_weight:g} × its change-region fraction "
+                        "(validation loss unweighted)" if change_weight else ""))
     return report
 

@@ -202,6 +202,34 @@ def test_dynamics_embolic_balance_is_recorded_and_part_of_the_runs_identity(coho
     assert not (tmp_path / "bad").exists()
 
 
+def test_region_weighted_mse_known_answers():
+    from pipelines.worldmodel.train import region_weighted_mse
+
+    target = torch.zeros(1, 2, 2, 1, 1)
+    prediction = torch.tensor([1.0, 3.0, 1.0, 3.0]).reshape(1, 2, 2, 1, 1)  # error 1 outside, 3 inside
+    region = torch.tensor([0.0, 1.0]).reshape(1, 1, 2, 1, 1)
+    assert float(region_weighted_mse(prediction, target, region, 0.0)) == pytest.approx(5.0)  # (1 + 9) / 2
+    assert float(region_weighted_mse(prediction, target, region, 3.0)) == pytest.approx((1 + 4 * 9) / 5)
+    assert torch.equal(region_weighted_mse(prediction, target, region, 0.0),
+                       torch.nn.functional.mse_loss(prediction, target))
+    assert float(region_weighted_mse(prediction, target, torch.zeros_like(region), 5.0)) == pytest.approx(5.0)
+
+
+def test_dynamics_change_weight_trains_differently_and_is_recorded(cohort, autoencoder, tmp_path):
+    plain = _run("dynamics", cohort, autoencoder, tmp_path / "plain", steps=3)
+    weighted = _run("dynamics", cohort, autoencoder, tmp_path / "weighted", steps=3, change_weight=4.0)
+    a, _ = _state(plain.out, "dynamics")
+    b, meta = _state(weighted.out, "dynamics")
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the same draws, another loss
+    assert meta.extra["change_weight"] == 4.0
+    card = (weighted.out / "MODEL_CARD.md").read_text()
+    assert "--change-weight 4" in card and "weighted 1 + 4" in card
+    with pytest.raises(ConfigError, match="change_weight"):
+        _run("dynamics", cohort, autoencoder, tmp_path / "weighted", steps=4, resume=True)
+    with pytest.raises(ConfigError, match="change_weight must be"):
+        _run("dynamics", cohort, autoencoder, tmp_path / "bad", change_weight=-1.0)
+
+
 def test_dynamics_needs_a_trained_autoencoder(cohort, tmp_path):
     with pytest.raises(CheckpointNotFoundError, match="mewm train autoencoder"):
         train_dynamics(cohort, tmp_path / "no-ae", tmp_path / "dyn", steps=1, progress=False, model_config=TINY_DYN)
@@ -387,13 +415,16 @@ def test_segmenter_volume_weight_is_trained_recorded_and_checked(cohort, autoenc
     assert not (tmp_path / "bad").exists()
 
 
-def test_cli_passes_embolic_balance(cohort, tmp_path, monkeypatch):
+def test_cli_passes_embolic_balance_and_change_weight(cohort, tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(wm_train, "train_dynamics", lambda *a, **k: seen.update(k) or (_ for _ in ()).throw(
         ConfigError("stop")))
     assert main(["train", "dynamics", "--manifest", str(cohort), "--autoencoder", str(tmp_path / "ae"),
                  "--out", str(tmp_path / "d"), "--embolic-balance", "0.5", "--quiet"]) == 2
-    assert seen["embolic_balance"] == 0.5
+    assert seen["embolic_balance"] == 0.5 and seen["change_weight"] == 0.0
+    assert main(["train", "dynamics", "--manifest", str(cohort), "--autoencoder", str(tmp_path / "ae"),
+                 "--out", str(tmp_path / "d"), "--change-weight", "4", "--quiet"]) == 2
+    assert seen["change_weight"] == 4.0 and seen["embolic_balance"] == 0.0
 
 
 def test_cli_passes_volume_weight(cohort, tmp_path, monkeypatch):

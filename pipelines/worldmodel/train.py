@@ -482,22 +482,6 @@ def train_autoencoder(manifest: str | os.PathLike, out: str | os.PathLike, *, st
 
 
 # ------------------------------------------------------------------------------------------------ segmentation
-def region_weighted_mse(prediction: torch.Tensor, target: torch.Tensor, region: torch.Tensor,
-                        weight: float) -> torch.Tensor:
-    """Mean squared error with each cell weighted ``1 + weight × region``, normalised by the weights' sum.
-
-    Args:
-        prediction, target: ``(B, C, *S)``.
-        region: ``(B, 1, *S)`` in [0, 1], e.g. the change region's fraction of each latent cell; shared by the
-            ``C`` channels.
-        weight: 0 gives `torch.nn.functional.mse_loss` exactly.
-    """
-    if not weight:
-        return F.mse_loss(prediction, target)
-    cells = 1.0 + weight * region
-    return ((prediction - target) ** 2 * cells).sum() / (cells.sum() * prediction.shape[1])
-
-
 def volume_error(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[int] = VOLUME_CLASSES, *,
                  temperature: float = VOLUME_TEMPERATURE, floor: float = VOLUME_FLOOR_VOXELS) -> torch.Tensor:
     """Mean relative error of the predicted class volumes, a differentiable stand-in for the argmax volumes.
@@ -721,6 +705,22 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
 
 
 # ------------------------------------------------------------------------------------------------ dynamics
+def region_weighted_mse(prediction: torch.Tensor, target: torch.Tensor, region: torch.Tensor,
+                        weight: float) -> torch.Tensor:
+    """Mean squared error with each cell weighted ``1 + weight × region``, normalised by the weights' sum.
+
+    Args:
+        prediction, target: ``(B, C, *S)``.
+        region: ``(B, 1, *S)`` in [0, 1], e.g. the change region's fraction of each latent cell; shared by the
+            ``C`` channels.
+        weight: 0 gives `torch.nn.functional.mse_loss` exactly.
+    """
+    if not weight:
+        return F.mse_loss(prediction, target)
+    cells = 1.0 + weight * region
+    return ((prediction - target) ** 2 * cells).sum() / (cells.sum() * prediction.shape[1])
+
+
 def _load_autoencoder(directory: str | os.PathLike, manifest) -> tuple[torch.nn.Module, dict, str]:
     """The trained autoencoder, its checkpoint meta and the sha256 of its weights."""
     from models.autoencoder import CropAutoencoder

@@ -37,6 +37,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -678,9 +679,7 @@ def embolic_balance_weights(plans: Sequence[Plan], power: float) -> torch.Tensor
     if power == 0.0:
         return None
     groups = [embolic_group(p) for p in plans]
-    counts: dict[str, int] = {}
-    for g in groups:
-        counts[g] = counts.get(g, 0) + 1
+    counts = Counter(groups)
     w = torch.tensor([counts[g] ** -power for g in groups], dtype=torch.float64)
     return (w / w.sum()).float()
 

@@ -153,7 +153,7 @@ def test_embolic_balance_weights_draw_groups_by_the_chosen_power():
     from models.plan import Plan
     from pipelines.worldmodel.crops import embolic_balance_weights, embolic_group
 
-    plans = ([Plan.parse("Epirubicin; Lipiodol; Gelatin Sponge")] * 9 + [Plan.parse("Epirubicin; Drug-eluting Beads")] * 1)
+    plans = [Plan.parse("Epirubicin; Lipiodol; Gelatin Sponge")] * 9 + [Plan.parse("Epirubicin; Drug-eluting Beads")]
     assert embolic_group(plans[0]) == "Gelatin Sponge + Lipiodol" and embolic_group(plans[-1]) == "Drug-eluting Beads"
     assert embolic_balance_weights(plans, 0.0) is None  # off: uniform draws
     for power, share in ((1.0, 0.5), (0.5, 1 / (1 + 3))):  # the rare group's share of the draws: n^(1-power)
@@ -187,8 +187,14 @@ def test_latent_pairs_draw_by_their_sampling_weights():
         LatentPairs(*args, sampling_weights=torch.ones(n - 1))
 
 
-def test_dynamics_embolic_balance_is_recorded_and_part_of_the_runs_identity(cohort, autoencoder, tmp_path):
+def test_dynamics_embolic_balance_is_recorded_and_part_of_the_runs_identity(cohort, autoencoder, tmp_path,
+                                                                           monkeypatch):
+    asked = []
+    real = wm_train.embolic_balance_weights
+    monkeypatch.setattr(wm_train, "embolic_balance_weights", lambda plans, power: asked.append((len(plans), power))
+                        or real(plans, power))
     report = _run("dynamics", cohort, autoencoder, tmp_path / "dyn", embolic_balance=0.5)
+    assert asked[-1] == (report.n_train, 0.5)  # the training pairs' plans are weighed, with the power asked for
     _, meta = _state(report.out, "dynamics")
     assert meta.extra["embolic_balance"] == 0.5
     card = (report.out / "MODEL_CARD.md").read_text()

@@ -67,8 +67,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}.")
         torch.set_num_threads(args.threads)
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}.")
     common = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=args.resume,
-                  progress=not args.quiet, device=args.device, amp=args.amp)
+                  progress=not args.quiet, device=args.device, amp=args.amp, cache_workers=args.workers)
     if args.init_from:
         common["init_from"] = args.init_from
     if args.model == "dynamics":
@@ -364,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
         tr.add_argument("--seed", type=int, default=0, help="random seed (same seed, same weights)")
         tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
         tr.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+        tr.add_argument("--workers", type=int, default=1,
+                        help="processes that build the crop cache on a manifest's first run (default 1; the cache "
+                             "is the same whatever the number)")
         tr.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (cuda if torch sees a "
                         "GPU); a GPU torch cannot use is an error, never a silent CPU run")
         tr.add_argument("--amp", action="store_true",

@@ -225,9 +225,31 @@ def _crop_arrays(case, sample, case_id: str) -> dict[str, np.ndarray]:
             "plan": np.array(plan), "case_id": np.array(case_id)}
 
 
+def _init_crop_worker() -> None:
+    """One torch thread per crop worker: the workers share the machine's cores between them."""
+    torch.set_num_threads(1)
+
+
+def _crops(records: list[ManifestRecord], config: CropConfig, workers: int) -> Iterator[dict[str, np.ndarray] | str]:
+    """`_crop_case` of each record, in manifest order, in ``workers`` spawned processes when more than one."""
+    if workers == 1:
+        yield from (_crop_case(record, config) for record in records)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: a forked child of a process whose OpenMP pool has run can hang
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_crop_worker)
+    try:
+        yield from pool.map(_crop_case, records, [config] * len(records), chunksize=4)
+    finally:  # on an error, drop the cases not yet started rather than crop them for nothing
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def build_crop_cache(manifest: str | os.PathLike, cache_dir: str | os.PathLike | None = None, *,
                      spacing: Sequence[float] = (2.0, 2.0, 2.0), crop_size: Sequence[int] = (48, 48, 48),
-                     progress: bool | ProgressFn | None = True) -> CropCache:
+                     progress: bool | ProgressFn | None = True, workers: int = 1) -> CropCache:
     """Crop every case of ``manifest`` once (or reuse the cache made with the same config and manifest).
 
     Args:
@@ -235,6 +257,7 @@ def build_crop_cache(manifest: str | os.PathLike, cache_dir: str | os.PathLike |
         cache_dir: where to write; default ``<manifest dir>/.cache/crops-<key>`` (key of config + manifest).
         spacing, crop_size: `preprocess_case` settings (mm, voxels).
         progress: ``True`` a tqdm bar, a `ProgressFn`, or ``None``.
+        workers: processes that crop the cases (1, default: this one); the cache is the same whatever the number.
 
     Returns:
         the `CropCache` (``reused`` tells whether it was already built).
@@ -242,9 +265,11 @@ def build_crop_cache(manifest: str | os.PathLike, cache_dir: str | os.PathLike |
     Raises:
         ManifestError: no or malformed manifest; CaseIOError: a case file cannot be loaded, or ``cache_dir`` holds
         something that is not a crop cache. Cases without a tumour or a post-treatment pair are skipped with a
-        `CropCacheWarning` and listed in ``skipped``.
+        `CropCacheWarning` and listed in ``skipped``. ValueError: ``workers`` < 1.
     """
     # 1. check inputs, fingerprint the manifest
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"build_crop_cache needs workers >= 1, got {workers!r}.")
     config = CropConfig(tuple(spacing), tuple(crop_size))
     path = _manifest_path(manifest)
     records = read_manifest(path)
@@ -266,8 +291,7 @@ def build_crop_cache(manifest: str | os.PathLike, cache_dir: str | os.PathLike |
     report = resolve_progress(progress, "crop cache", "case")
     entries, skipped = [], []
     try:
-        for i, record in enumerate(records):
-            crop = _crop_case(record, config)
+        for i, (record, crop) in enumerate(zip(records, _crops(records, config, workers))):
             if isinstance(crop, str):
                 skipped.append({"case_id": record.case_id, "reason": crop})
                 warnings.warn(f"Crop cache: case {record.case_id!r} left out: {crop}.", CropCacheWarning,

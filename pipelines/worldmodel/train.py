@@ -114,8 +114,9 @@ def _command(kind: str, manifest, out, settings: LoopSettings, autoencoder=None,
             f"--batch-size {settings.batch_size} --lr {settings.lr:g} --seed {settings.seed}{device}")
 
 
-def _prepare(manifest, crop: CropConfig, cache_dir, progress) -> tuple[CropCache, Any]:
-    cache = build_crop_cache(manifest, cache_dir, spacing=crop.spacing, crop_size=crop.crop_size, progress=progress)
+def _prepare(manifest, crop: CropConfig, cache_dir, progress, workers: int = 1) -> tuple[CropCache, Any]:
+    cache = build_crop_cache(manifest, cache_dir, spacing=crop.spacing, crop_size=crop.crop_size, progress=progress,
+                             workers=workers)
     split = split_cases(cache.case_ids, source=f"The manifest {cache.manifest}", skipped=cache.skipped)
     return cache, split
 
@@ -341,7 +342,8 @@ def train_autoencoder(manifest: str | os.PathLike, out: str | os.PathLike, *, st
                       batch_size: int | None = None, lr: float | None = None, seed: int = 0, resume: bool = False,
                       progress: bool | ProgressFn | None = True, model_config: dict[str, Any] | None = None,
                       crop: CropConfig | None = None, cache_dir: str | os.PathLike | None = None,
-                      schedule: dict[str, int] | None = None, device: str = "cpu", amp: bool = False,
+                      cache_workers: int = 1, schedule: dict[str, int] | None = None, device: str = "cpu",
+                      amp: bool = False,
                       init_from: str | os.PathLike | None = None, decoder_only: bool = False,
                       tumour_weight: float = 1.0) -> TrainReport:
     """Train the crop autoencoder (`models.autoencoder.CropAutoencoder`) and write its checkpoint and card to ``out``.
@@ -353,6 +355,7 @@ def train_autoencoder(manifest: str | os.PathLike, out: str | os.PathLike, *, st
         model_config: `CropAutoencoder` keywords (default `MODEL_CONFIGS["autoencoder"]`: its defaults).
         crop: crop geometry (default `DEFAULT_CROP`: 2 mm, 48³).
         cache_dir: crop cache folder (default beside the manifest).
+        cache_workers: processes that build the crop cache when it is not built yet (default 1).
         schedule: ``log_every``/``val_every``/``checkpoint_every`` overrides of `LoopSettings`.
         device, amp: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"auto"``; bf16 autocast (CUDA only).
         init_from: an autoencoder checkpoint to train further (same network config and crops; default lr
@@ -391,7 +394,7 @@ def train_autoencoder(manifest: str | os.PathLike, out: str | os.PathLike, *, st
             saved = saved.get("latents_of") or {}
             latents_of = {"weights_sha256": saved.get("weights_sha256", init["weights_sha256"]),
                           "encoder_sha256": encoder_fingerprint(start)}
-    cache, split = _prepare(manifest, crop, cache_dir, progress)
+    cache, split = _prepare(manifest, crop, cache_dir, progress, cache_workers)
     train, val = AutoencoderCrops(cache, split.train), AutoencoderCrops(cache, split.val)
 
     # 2. losses
@@ -551,7 +554,8 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
                        batch_size: int | None = None, lr: float | None = None, seed: int = 0, resume: bool = False,
                        progress: bool | ProgressFn | None = True, model_config: dict[str, Any] | None = None,
                        crop: CropConfig | None = None, cache_dir: str | os.PathLike | None = None,
-                       schedule: dict[str, int] | None = None, device: str = "cpu", amp: bool = False,
+                       cache_workers: int = 1, schedule: dict[str, int] | None = None, device: str = "cpu",
+                       amp: bool = False,
                        init_from: str | os.PathLike | None = None,
                        autoencoder_dir: str | os.PathLike | None = None,
                        reconstructed_fraction: float = RECONSTRUCTED_FRACTION,
@@ -615,7 +619,7 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
                               "Use an autoencoder of the run's crop geometry.")
         recon_info = {"dir": display_path(autoencoder_dir), "weights_sha256": ae_weights,
                       "fraction": float(reconstructed_fraction)}
-    cache, split = _prepare(manifest, crop, cache_dir, progress)
+    cache, split = _prepare(manifest, crop, cache_dir, progress, cache_workers)
     recon = (autoencoder_reconstructions(cache, autoencoder, weights_key=recon_info["weights_sha256"],
                                          progress=progress) if autoencoder is not None else None)
     train, val = (SegmentationCrops(cache, part, reconstructions=recon, reconstructed_fraction=reconstructed_fraction)
@@ -736,7 +740,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                    resume: bool = False, progress: bool | ProgressFn | None = True,
                    model_config: dict[str, Any] | None = None, cond_drop_prob: float = COND_DROP_PROB,
                    change_margin_mm: float = DEFAULT_CHANGE_MARGIN_MM, cache_dir: str | os.PathLike | None = None,
-                   schedule: dict[str, int] | None = None, device: str = "cpu", amp: bool = False,
+                   cache_workers: int = 1, schedule: dict[str, int] | None = None, device: str = "cpu",
+                   amp: bool = False,
                    init_from: str | os.PathLike | None = None,
                    clinical_fields: Sequence[str] = (), prediction_type: str = "epsilon",
                    response_token: bool = False, response_lr_scale: float = 1.0,
@@ -836,7 +841,7 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                                   f"Pass the autoencoder it was trained with (--autoencoder {saved_ae.get('dir')}) "
                                   "or one with its encoder (`mewm train autoencoder --decoder-only`).")},
             **new_token)
-    cache, split = _prepare(manifest, crop, cache_dir, progress)
+    cache, split = _prepare(manifest, crop, cache_dir, progress, cache_workers)
     covariates = ({r.case_id: r.covariates for r in read_manifest(cache.manifest, check_files=False)}
                   if config.get("clinical_fields") else None)
     train, val = (LatentPairs.from_cache(cache, autoencoder, part, change_margin_mm=change_margin_mm,

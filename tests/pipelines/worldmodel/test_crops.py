@@ -71,6 +71,30 @@ def test_cache_is_deterministic(cache, cohort, tmp_path):
             np.testing.assert_array_equal(a[key], b[key])
 
 
+def test_cache_built_by_two_workers_is_the_same_cache(cache, cohort, tmp_path):
+    twin = build_crop_cache(cohort, tmp_path / "twin", spacing=TINY_CROP.spacing, crop_size=TINY_CROP.crop_size,
+                            progress=False, workers=2)
+    assert twin.key == cache.key and twin.case_ids == cache.case_ids and twin.skipped == cache.skipped
+    for i in range(len(cache)):
+        a, b = cache.load(i), twin.load(i)
+        assert a["plan"] == b["plan"] and a["case_id"] == b["case_id"]
+        for key in ("pre", "post", "pre_labels", "post_labels"):
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_a_worker_s_unreadable_case_is_a_clear_error_and_leaves_no_cache(cohort, tmp_path):
+    records = read_manifest(cohort)
+    (tmp_path / "broken.nii.gz").write_bytes(b"not a nifti")
+    records[2] = dataclasses.replace(records[2], post_ct=str(tmp_path / "broken.nii.gz"))
+    write_manifest(records, tmp_path / "manifest.csv")
+    with pytest.raises(CaseIOError, match="broken.nii.gz"):
+        build_crop_cache(tmp_path, tmp_path / "cache", spacing=TINY_CROP.spacing, crop_size=TINY_CROP.crop_size,
+                         progress=False, workers=2)
+    assert not (tmp_path / "cache").exists() and not list(tmp_path.glob(".cache.*"))
+    with pytest.raises(ValueError, match="workers >= 1"):
+        build_crop_cache(cohort, tmp_path / "cache", progress=False, workers=0)
+
+
 def test_case_without_tumour_is_skipped_with_a_warning(cohort, tmp_path):
     records = read_manifest(cohort)
     labels = read_nifti(records[1].labels, kind="label")

@@ -279,7 +279,8 @@ def tiny_defaults(monkeypatch):
 def test_cli_train_commands(cohort, tmp_path, tiny_defaults, capsys):
     common = ["--manifest", str(cohort), "--batch-size", "2", "--seed", "1", "--quiet", "--threads", "1"]
     outs = {kind: tmp_path / kind for kind in ("autoencoder", "segmentation", "dynamics")}
-    assert main(["train", "autoencoder", "--out", str(outs["autoencoder"]), "--steps", "2", *common]) == 0
+    assert main(["train", "autoencoder", "--out", str(outs["autoencoder"]), "--steps", "2", "--workers", "2",
+                 *common]) == 0
     assert main(["train", "segmentation", "--out", str(outs["segmentation"]), "--steps", "2", *common]) == 0
     assert main(["train", "dynamics", "--autoencoder", str(outs["autoencoder"]), "--out", str(outs["dynamics"]),
                  "--steps", "2", *common]) == 0
@@ -313,6 +314,9 @@ def test_cli_train_errors(cohort, tmp_path, tiny_defaults, capsys):
                  "--out", str(tmp_path / "s"), "--quiet"]) == 2
     assert "mewm train autoencoder" in capsys.readouterr().err  # names the command that makes one
     assert not (tmp_path / "s").exists()  # refused before any work
+    assert main(["train", "autoencoder", "--manifest", str(cohort), "--workers", "0", "--out", str(tmp_path / "a"),
+                 "--quiet"]) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err and not (tmp_path / "a").exists()
 
 
 # ------------------------------------------------------------------------------------------------ reconstructions

@@ -226,8 +226,11 @@ def _crop_arrays(case, sample, case_id: str) -> dict[str, np.ndarray]:
 
 
 def _init_crop_worker() -> None:
-    """One torch thread per crop worker: the workers share the machine's cores between them."""
+    """One torch and one SimpleITK thread per crop worker: the workers share the machine's cores between them."""
+    import SimpleITK as sitk
+
     torch.set_num_threads(1)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
 def _crops(records: list[ManifestRecord], config: CropConfig, workers: int) -> Iterator[dict[str, np.ndarray] | str]:

@@ -293,8 +293,9 @@ def build_crop_cache(manifest: str | os.PathLike, cache_dir: str | os.PathLike |
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     report = resolve_progress(progress, "crop cache", "case")
     entries, skipped = [], []
+    crops = _crops(records, config, workers)
     try:
-        for i, (record, crop) in enumerate(zip(records, _crops(records, config, workers))):
+        for i, (record, crop) in enumerate(zip(records, crops)):
             if isinstance(crop, str):
                 skipped.append({"case_id": record.case_id, "reason": crop})
                 warnings.warn(f"Crop cache: case {record.case_id!r} left out: {crop}.", CropCacheWarning,
@@ -311,6 +312,7 @@ def build_crop_cache(manifest: str | os.PathLike, cache_dir: str | os.PathLike |
         # 4. swap it in, unless a concurrent build of the same key finished first; replace a stale cache
         return _swap_in(tmp, directory, index)
     finally:
+        crops.close()  # stops the workers now when a case failed, not whenever the generator is collected
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -276,11 +276,16 @@ def tiny_defaults(monkeypatch):
     monkeypatch.setattr(wm_train, "DEFAULT_CROP", TINY_CROP)
 
 
-def test_cli_train_commands(cohort, tmp_path, tiny_defaults, capsys):
+def test_cli_train_commands(cohort, tmp_path, tiny_defaults, capsys, monkeypatch):
+    workers = []
+    real_cache = wm_train.build_crop_cache
+    monkeypatch.setattr(wm_train, "build_crop_cache",
+                        lambda *a, **k: workers.append(k["workers"]) or real_cache(*a, **k))
     common = ["--manifest", str(cohort), "--batch-size", "2", "--seed", "1", "--quiet", "--threads", "1"]
     outs = {kind: tmp_path / kind for kind in ("autoencoder", "segmentation", "dynamics")}
     assert main(["train", "autoencoder", "--out", str(outs["autoencoder"]), "--steps", "2", "--workers", "2",
                  *common]) == 0
+    assert workers == [2]  # --workers reaches the crop cache
     assert main(["train", "segmentation", "--out", str(outs["segmentation"]), "--steps", "2", *common]) == 0
     assert main(["train", "dynamics", "--autoencoder", str(outs["autoencoder"]), "--out", str(outs["dynamics"]),
                  "--steps", "2", *common]) == 0

@@ -81,7 +81,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                       prediction_type=args.prediction_type, response_token=args.response_token,
                                       response_lr_scale=args.response_lr_scale,
                                       embolic_balance=args.embolic_balance, change_weight=args.change_weight,
-                                      **common)
+                                      whole_lesions=args.whole_lesion_crops, **common)
     elif args.model == "segmentation":
         if args.reconstructed_fraction is not None and not args.autoencoder:
             raise ConfigError("--reconstructed-fraction needs --autoencoder DIR (whose reconstructions to train on).")
@@ -316,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
         tr.add_argument("--out", required=True, help="output directory (checkpoint, MODEL_CARD.md, train_log.jsonl)")
         tr.add_argument("--autoencoder", help="trained autoencoder directory (dynamics: required; segmentation: also "
                         "train on its reconstructions of the crops, i.e. on crops like the simulated ones)")
+        if model in ("segmentation", "dynamics"):
+            tr.add_argument("--whole-lesion-crops", type=int, default=0, metavar="LARGEST",
+                            help="also train on each lesion larger than the training crop in the smallest crop "
+                                 "(sides grown by 16 voxels, up to LARGEST) that holds it whole, as `mewm simulate` "
+                                 "crops and measures it (default 0: training crops only; e.g. 96, the default "
+                                 "[worldmodel] max_crop_voxels)")
         if model == "dynamics":
             tr.add_argument("--clinical-fields",
                             help="also condition on these covariates, comma-separated, of "
@@ -342,11 +348,6 @@ def build_parser() -> argparse.ArgumentParser:
             tr.add_argument("--volume-weight", type=float, default=0.0,
                             help="add this times the relative error of the viable-tumour, necrosis and Lipiodol "
                                  "volumes to the loss (default 0: DiceCE alone; the segmenter measures volumes)")
-            tr.add_argument("--whole-lesion-crops", type=int, default=0, metavar="LARGEST",
-                            help="also train on each lesion larger than the training crop in the smallest crop "
-                                 "(sides grown by 16 voxels, up to LARGEST) that holds it whole, as `mewm simulate` "
-                                 "crops and measures it (default 0: training crops only; e.g. 96, the default "
-                                 "[worldmodel] max_crop_voxels)")
             tr.add_argument("--norm", choices=("instance", "batch"), default="instance",
                             help="the segmenter's normalisation: instance (default) or batch (keeps absolute HU "
                                  "visible; --init-from an instance-norm checkpoint carries its weights over)")

@@ -23,7 +23,8 @@ Datasets (all in memory; a cohort of 200 cases at 48³ is ~90 MB of float32):
   smallest larger crop that holds it whole, as `simulate` crops them), one crop per draw (sizes differ);
 - `LatentPairs`: the autoencoder's latents of the pre and post crops (computed once and cached beside the crops),
   the tumour and change-region masks at latent resolution (`pipelines.worldmodel.regions.latent_masks`), and each
-  case's `Plan`.
+  case's `Plan`;
+- `WholeLesionPairs`: the same of a `build_whole_lesion_cache` cache, grouped by crop size (one size per batch).
 
 Each has ``sample_batch(batch_size, generator)`` drawing a batch with replacement from a seeded `torch.Generator`,
 and ``all_batches(batch_size)`` for a fixed, ordered pass (validation).
@@ -54,7 +55,7 @@ from pipelines.progress import ProgressFn, resolve_progress
 
 __all__ = ["CACHE_FORMAT", "CropCacheWarning", "CropConfig", "CropCache", "build_crop_cache", "AutoencoderCrops",
            "SegmentationCrops", "LatentPairs", "LatentBatch", "random_flips", "autoencoder_reconstructions",
-           "build_whole_lesion_cache", "WholeLesionCrops", "WHOLE_LESION_STEP"]
+           "build_whole_lesion_cache", "WholeLesionCrops", "WholeLesionPairs", "WHOLE_LESION_STEP"]
 
 CACHE_FORMAT = 1
 # Whole-lesion crops grow in these steps (voxels a side), the embedded world model's `WorldModel.crop_step` (its
@@ -641,12 +642,22 @@ class LatentPairs(Dataset):
         if no_plan:
             raise ManifestError(f"Cases {no_plan} of {cache.manifest} have no administered plan; the dynamics model "
                                 "needs one per case. Fill the manifest's 'plan' column (or the clinical JSON).")
-        tag = hashlib.sha256(f"{weights_key}|{change_margin_mm}".encode()).hexdigest()[:16]
-        store = cache.directory / f"latents-{tag}.pt"
-        if not store.is_file():
-            _encode_all(cache, autoencoder, store, change_margin_mm, batch_size, progress)
-        saved = torch.load(store, map_location="cpu", weights_only=True)
-        sel = torch.tensor(indices)
+        saved = _cached_latents(cache, autoencoder, change_margin_mm, weights_key, batch_size, progress)
+        return cls._of(cache, saved, indices, covariates, responses)
+
+    @classmethod
+    def _of(cls, cache: CropCache, saved: dict[str, Any], indices: list[int],
+            covariates: Mapping[str, dict[str, Any]] | None, responses: bool) -> "LatentPairs":
+        """The pairs ``indices`` of ``cache`` from its `_cached_latents` ``saved`` (all of one crop size)."""
+        if cache.uniform:
+            sel = torch.tensor(indices)
+            pre, post, masks = (saved[k][sel] for k in ("pre", "post", "masks"))
+        else:
+            sizes = {tuple(saved["pre"][i].shape) for i in indices}
+            if len(sizes) != 1:
+                raise ValueError(f"LatentPairs: the chosen cases' latents differ in size ({sorted(sizes)}); group "
+                                 "them by crop size (`WholeLesionPairs`).")
+            pre, post, masks = (torch.stack([saved[k][i] for i in indices]) for k in ("pre", "post", "masks"))
         plans = [Plan.parse(cache.entries[i]["plan"]) for i in indices]
         ids = [cache.entries[i]["case_id"] for i in indices]
         measured = None
@@ -656,8 +667,7 @@ class LatentPairs(Dataset):
             labels = (cache.load(i) for i in indices)
             measured = torch.tensor([measured_response(e["pre_labels"], e["post_labels"]) for e in labels],
                                     dtype=torch.float32).reshape(len(indices), -1)
-        return cls(saved["pre"][sel], saved["post"][sel], saved["masks"][sel], plans, ids,
-                   [dict((covariates or {}).get(c) or {}) for c in ids], measured)
+        return cls(pre, post, masks, plans, ids, [dict((covariates or {}).get(c) or {}) for c in ids], measured)
 
     def __len__(self) -> int:
         return self.pre.shape[0]
@@ -681,6 +691,57 @@ class LatentPairs(Dataset):
     def all_batches(self, batch_size: int) -> Iterator[LatentBatch]:
         for s in range(0, len(self), batch_size):
             yield self._batch(torch.arange(s, min(s + batch_size, len(self))))
+
+
+class WholeLesionPairs:
+    """The dynamics model's training pairs of a `build_whole_lesion_cache` cache (lesions larger than the training
+    crop, each whole in the smallest larger crop), grouped by crop size: ``groups[size]`` is a `LatentPairs` of the
+    pairs of that size. A batch holds pairs of one size (latents of different sizes cannot be stacked).
+
+    Build with `WholeLesionPairs.from_cache` (latents encoded one crop at a time, cached beside the crops as
+    `LatentPairs.from_cache` caches them).
+    """
+
+    def __init__(self, groups: Mapping[tuple[int, ...], LatentPairs]) -> None:
+        if not groups:
+            raise ValueError("WholeLesionPairs needs at least one pair.")
+        self.groups = dict(sorted(groups.items()))
+        self.case_ids = [c for g in self.groups.values() for c in g.case_ids]
+
+    @classmethod
+    def from_cache(cls, cache: CropCache, autoencoder: torch.nn.Module, indices: Sequence[int] | None = None, *,
+                   change_margin_mm: float, weights_key: str,
+                   covariates: Mapping[str, dict[str, Any]] | None = None, responses: bool = False,
+                   progress: bool | ProgressFn | None = None) -> "WholeLesionPairs":
+        """As `LatentPairs.from_cache`, for a cache whose crops differ in size (`CropCache.uniform` false)."""
+        indices = _check_indices(cache, indices)
+        no_plan = [cache.entries[i]["case_id"] for i in indices if not cache.entries[i]["plan"]]
+        if no_plan:
+            raise ManifestError(f"Cases {no_plan} of {cache.manifest} have no administered plan; the dynamics model "
+                                "needs one per case. Fill the manifest's 'plan' column (or the clinical JSON).")
+        saved = _cached_latents(cache, autoencoder, change_margin_mm, weights_key, 1, progress)
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i in indices:
+            size = tuple(cache.entries[i].get("crop_size") or cache.config.crop_size)
+            by_size.setdefault(size, []).append(i)
+        return cls({size: LatentPairs._of(cache, saved, part, covariates, responses)
+                    for size, part in by_size.items()})
+
+    def __len__(self) -> int:
+        return sum(len(g) for g in self.groups.values())
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> LatentBatch:
+        """A crop size drawn in proportion to its number of pairs, then ``batch_size`` pairs of that size drawn
+        with replacement (so every pair is as likely as with uniform draws)."""
+        groups = list(self.groups.values())
+        counts = torch.tensor([len(g) for g in groups], dtype=torch.float64)
+        g = int(torch.multinomial(counts, 1, generator=generator))
+        return groups[g].sample_batch(batch_size, generator)
+
+    def all_batches(self, batch_size: int) -> Iterator[LatentBatch]:
+        """Every pair once, size by size (validation)."""
+        for group in self.groups.values():
+            yield from group.all_batches(batch_size)
 
 
 def embolic_group(plan: Plan) -> str:
@@ -713,18 +774,32 @@ def embolic_balance_weights(plans: Sequence[Plan], power: float) -> torch.Tensor
     return (w / w.sum()).float()
 
 
+def _cached_latents(cache: CropCache, autoencoder: torch.nn.Module, change_margin_mm: float, weights_key: str,
+                    batch_size: int, progress: bool | ProgressFn | None) -> dict[str, Any]:
+    """`_encode_all`'s latents of every crop of ``cache``, encoded once per autoencoder (``weights_key``) and change
+    margin and stored beside the crops (``latents-<key>.pt``)."""
+    tag = hashlib.sha256(f"{weights_key}|{change_margin_mm}".encode()).hexdigest()[:16]
+    store = cache.directory / f"latents-{tag}.pt"
+    if not store.is_file():
+        _encode_all(cache, autoencoder, store, change_margin_mm, batch_size, progress)
+    return torch.load(store, map_location="cpu", weights_only=True)
+
+
 @torch.no_grad()
 def _encode_all(cache: CropCache, autoencoder: torch.nn.Module, store: Path, change_margin_mm: float,
                 batch_size: int, progress: bool | ProgressFn | None) -> None:
-    """Encode every crop of ``cache`` and write ``{"pre", "post", "masks"}`` to ``store`` atomically."""
+    """Encode every crop of ``cache`` and write ``{"pre", "post", "masks"}`` to ``store`` atomically: each
+    ``(N, ...)`` stacked, or for a cache whose crops differ in size (`CropCache.uniform` false) a list of ``N``
+    tensors, one crop at a time."""
     from pipelines.worldmodel.regions import latent_masks
 
     was_training = autoencoder.training
     autoencoder.eval()
     report = resolve_progress(progress, "encode crops", "case")
     pre, post, masks = [], [], []
+    uniform = cache.uniform
     try:
-        for done, items in _cache_batches(cache, batch_size):
+        for done, items in _cache_batches(cache, batch_size if uniform else 1):
             for key, out in (("pre", pre), ("post", post)):
                 x = torch.from_numpy(np.stack([d[key] for d in items]))[:, None]
                 out.append(autoencoder.encode(x))
@@ -735,7 +810,10 @@ def _encode_all(cache: CropCache, autoencoder: torch.nn.Module, store: Path, cha
                 report(done, len(cache), "")
     finally:
         autoencoder.train(was_training)
-    _save_atomic({"pre": torch.cat(pre), "post": torch.cat(post), "masks": torch.stack(masks)}, store)
+    if uniform:
+        _save_atomic({"pre": torch.cat(pre), "post": torch.cat(post), "masks": torch.stack(masks)}, store)
+    else:
+        _save_atomic({"pre": [x[0] for x in pre], "post": [x[0] for x in post], "masks": masks}, store)
 
 
 def _cache_batches(cache: CropCache, batch_size: int) -> Iterator[tuple[int, list[dict[str, Any]]]]:

@@ -44,8 +44,9 @@ from pipelines.training import (LoopSettings, TrainReport, model_device, resolve
                                 train_loop)
 from pipelines.volume import LABELS
 from pipelines.worldmodel.crops import (AutoencoderCrops, CropCache, CropConfig, LatentPairs, SegmentationCrops,
-                                        WHOLE_LESION_STEP, WholeLesionCrops, autoencoder_reconstructions, build_crop_cache,
-                                        build_whole_lesion_cache, embolic_balance_weights)
+                                        WHOLE_LESION_STEP, WholeLesionCrops, WholeLesionPairs,
+                                        autoencoder_reconstructions, build_crop_cache, build_whole_lesion_cache,
+                                        embolic_balance_weights)
 from pipelines.worldmodel.regions import DEFAULT_CHANGE_MARGIN_MM, TUMOUR_LABELS
 from pipelines.worldmodel.report import display_path
 from pipelines.worldmodel.weights import encodes_like
@@ -78,6 +79,9 @@ RECONSTRUCTED_FRACTION = 0.5
 DDPM_SCHEDULER = {"name": "DDPMScheduler", "num_train_timesteps": 1000, "schedule": "scaled_linear_beta",
                   "beta_start": 0.0015, "beta_end": 0.0195, "prediction_type": "epsilon"}
 VAL_BATCH = 4
+# `train_dynamics --whole-lesion-crops`: each step's whole-lesion batch is the batch size divided by this (a lesion in
+# a 96-voxel crop has a latent of 8 times the cells of the 48-voxel training crop's).
+WHOLE_LESION_BATCH_DIVISOR = 4
 # `volume_error`: the classes whose volumes the world model reports (viable tumour, necrosis, Lipiodol), the softmax
 # temperature that makes soft volumes close to the argmax volumes the simulation counts, and a floor (voxels) on the
 # denominator so that a class absent from a crop (or a few voxels of it) does not dominate.
@@ -520,33 +524,41 @@ def frozen_batch_norm(model: torch.nn.Module):
             m.train()
 
 
-def _check_whole_lesions(largest: int, step: int, crop: CropConfig, divisor: int) -> None:
-    """`train_segmentation`'s ``whole_lesions`` / ``whole_lesion_step``, checked before any crop is made."""
+def _check_whole_lesions(largest: int, step: int, crop: CropConfig, divisor: int, model: str) -> None:
+    """``whole_lesions`` / ``whole_lesion_step`` of `train_segmentation` or `train_dynamics` (``model``, whose crop
+    sides must be multiples of ``divisor``), checked before any crop is made."""
     if largest == 0:
         return
     ok = (isinstance(largest, int) and not isinstance(largest, bool) and isinstance(step, int) and step > 0
           and largest > max(crop.crop_size) and step % divisor == 0 and largest % divisor == 0)
     if not ok:
         raise ConfigError(f"--whole-lesion-crops must be 0 or a crop side larger than the training crop "
-                          f"({max(crop.crop_size)}) that the segmenter takes (a multiple of {divisor}), grown in steps "
+                          f"({max(crop.crop_size)}) that the {model} takes (a multiple of {divisor}), grown in steps "
                           f"of {step} (a multiple of {divisor}); got {largest!r}.")
 
 
-def _whole_lesion_crops(cache: CropCache, split, largest: int, step: int, autoencoder, recon_info,
-                        fraction: float, progress):
-    """Training and validation `WholeLesionCrops` of ``cache``'s split, and what the checkpoint records of them."""
+def _whole_lesion_split(cache: CropCache, split, largest: int, step: int, progress):
+    """The whole-lesion cache of ``cache`` (`build_whole_lesion_cache`), its indices of ``split``'s training and
+    validation cases, and what the checkpoint records of them."""
     whole_cache = build_whole_lesion_cache(cache, step=step, largest=largest, progress=progress)
     position = {case_id: i for i, case_id in enumerate(whole_cache.case_ids)}
     parts = [[position[c] for c in ids if c in position] for ids in (split.train_ids, split.val_ids)]
     if not parts[0]:
         raise ConfigError(f"--whole-lesion-crops {largest}: no training case of {cache.manifest} has a lesion larger "
                           f"than the {max(cache.config.crop_size)}-voxel crop; leave the option out.")
+    info = {"largest": largest, "step": step, "cache_key": whole_cache.key, "n_train": len(parts[0]),
+            "n_val": len(parts[1]), "n_skipped": len(whole_cache.skipped)}
+    return whole_cache, parts, info
+
+
+def _whole_lesion_crops(cache: CropCache, split, largest: int, step: int, autoencoder, recon_info,
+                        fraction: float, progress):
+    """Training and validation `WholeLesionCrops` of ``cache``'s split, and what the checkpoint records of them."""
+    whole_cache, parts, info = _whole_lesion_split(cache, split, largest, step, progress)
     recon = (autoencoder_reconstructions(whole_cache, autoencoder, weights_key=recon_info["weights_sha256"],
                                          progress=progress) if autoencoder is not None else None)
     train, val = (WholeLesionCrops(whole_cache, part, reconstructions=recon, reconstructed_fraction=fraction)
                   if part else [] for part in parts)
-    info = {"largest": largest, "step": step, "cache_key": whole_cache.key, "n_train": len(parts[0]),
-            "n_val": len(parts[1]), "n_skipped": len(whole_cache.skipped)}
     return (train, val), info
 
 
@@ -597,7 +609,7 @@ def train_segmentation(manifest: str | os.PathLike, out: str | os.PathLike, *, s
     crop = crop or DEFAULT_CROP
     config = {"num_classes": len(LABELS),
               **(model_config if model_config is not None else MODEL_CONFIGS["segmentation"])}
-    _check_whole_lesions(whole_lesions, whole_lesion_step, crop, CropSegmenter(**config).divisor)
+    _check_whole_lesions(whole_lesions, whole_lesion_step, crop, CropSegmenter(**config).divisor, "segmenter")
     if config["num_classes"] != len(LABELS):
         raise ConfigError(f"The segmenter must predict the {len(LABELS)} classes of LABELS ({', '.join(LABELS)}); "
                           f"got num_classes={config['num_classes']}.")
@@ -745,7 +757,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                    init_from: str | os.PathLike | None = None,
                    clinical_fields: Sequence[str] = (), prediction_type: str = "epsilon",
                    response_token: bool = False, response_lr_scale: float = 1.0,
-                   embolic_balance: float = 0.0, change_weight: float = 0.0) -> TrainReport:
+                   embolic_balance: float = 0.0, change_weight: float = 0.0, whole_lesions: int = 0,
+                   whole_lesion_step: int = WHOLE_LESION_STEP) -> TrainReport:
     """Train the latent dynamics model (`models.dynamics.TumourDynamicsModel`) on a trained autoencoder's latents.
 
     The crops are made with the autoencoder's own crop geometry (its ``extra["crop"]``). The checkpoint's ``extra``
@@ -780,11 +793,18 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
             inside the change region (the tumour and its margin, `regions.latent_masks`), normalised by the
             weights' sum: the lesion, a small part of the crop, then counts more than the liver around it. 0
             (default) the plain MSE. The validation loss stays the plain MSE, comparable across runs.
+        whole_lesions: also train on whole-lesion crops (`crops.build_whole_lesion_cache`, as
+            `train_segmentation`): each lesion larger than the training crop, in the smallest crop grown by
+            ``whole_lesion_step`` voxels a side, up to this side, that holds it whole, as `simulate` crops it. Each
+            step then averages the batch's loss with that of `WHOLE_LESION_BATCH_DIVISOR`-th as many whole-lesion
+            pairs of one crop size, and the validation loss is the mean of the two validation losses. 0 (default):
+            training crops only, where a large lesion is only ever seen cut by the crop.
         Others as `train_autoencoder` (defaults `DEFAULTS["dynamics"]`).
 
     Raises:
         CheckpointNotFoundError: no usable autoencoder in ``autoencoder_dir`` (names the command that makes one).
-        ConfigError: ``init_from`` does not fit this run (what differs is named).
+        ConfigError: ``init_from`` does not fit this run (what differs is named); ``whole_lesions`` not 0 and not
+            a crop side the model takes, or no training case needs one.
     """
     from models.dynamics import TumourDynamicsModel
 
@@ -822,6 +842,9 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
     if config["latent_channels"] != latent_channels:
         raise ConfigError(f"The dynamics model's latent_channels={config['latent_channels']} differs from the "
                           f"autoencoder's {latent_channels} in {autoencoder_dir}.")
+    _check_whole_lesions(whole_lesions, whole_lesion_step, crop,
+                         autoencoder.downsampling * 2 ** (len(config.get("channels", (32, 64, 64))) - 1),
+                         "dynamics model")
     start, init = None, None
     if init_from is not None:
         saved_ae = (read_checkpoint_meta(init_from, kind="dynamics", command=f"mewm train dynamics --out {init_from}")
@@ -849,6 +872,14 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                                          responses=response_token)
                   for part in (split.train, split.val))
     train.sampling_weights = embolic_balance_weights(train.plans, embolic_balance)
+    whole, whole_info = None, None
+    if whole_lesions:
+        whole_cache, parts, whole_info = _whole_lesion_split(cache, split, whole_lesions, whole_lesion_step, progress)
+        whole = [WholeLesionPairs.from_cache(whole_cache, autoencoder, part, change_margin_mm=change_margin_mm,
+                                             weights_key=ae_weights, covariates=covariates, progress=progress,
+                                             responses=response_token) if part else None
+                 for part in parts]
+    whole_batch = max(1, settings.batch_size // WHOLE_LESION_BATCH_DIVISOR)
 
     # 2. scheduler and loss
     scheduler = build_ddpm_scheduler(scheduler_config)
@@ -878,13 +909,21 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                                    weight)
 
     def batch_loss(model: TumourDynamicsModel, generator: torch.Generator) -> torch.Tensor:
-        return denoise_loss(model, train.sample_batch(settings.batch_size, generator), generator, drop=True,
+        loss = denoise_loss(model, train.sample_batch(settings.batch_size, generator), generator, drop=True,
                             weight=change_weight)
+        if whole is None:
+            return loss
+        return (loss + denoise_loss(model, whole[0].sample_batch(whole_batch, generator), generator, drop=True,
+                                    weight=change_weight)) / 2
 
     def val_loss(model: TumourDynamicsModel) -> float:
         g = torch.Generator().manual_seed(settings.seed)  # the same timesteps and noise at every validation
         losses = [denoise_loss(model, b, g, drop=False) * len(b.plans) for b in val.all_batches(VAL_BATCH)]
-        return float(sum(losses) / len(val))
+        plain = float(sum(losses) / len(val))
+        if whole is None or whole[1] is None:
+            return plain
+        losses = [denoise_loss(model, b, g, drop=False) * len(b.plans) for b in whole[1].all_batches(VAL_BATCH)]
+        return (plain + float(sum(losses) / len(whole[1]))) / 2
 
     # 3. train, 4. card
     command = _command("dynamics", cache.manifest, Path(out), settings, autoencoder=autoencoder_dir,
@@ -901,6 +940,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
         command += f" --embolic-balance {embolic_balance:g}"
     if change_weight:
         command += f" --change-weight {change_weight:g}"
+    if whole_info:
+        command += f" --whole-lesion-crops {whole_lesions}"
     extra = {"scheduler": dict(scheduler_config),
              "crop": {"spacing": list(crop.spacing), "size": list(crop.crop_size),
                       "change_margin_mm": float(change_margin_mm)},
@@ -910,7 +951,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
              "cond_drop_prob": cond_drop_prob, "masks": "fraction of each latent cell (regions.latent_masks)",
              "data": _data_extra(cache, split), **({"init_from": init} if init else {}),
              **({"embolic_balance": embolic_balance} if embolic_balance else {}),
-             **({"change_weight": change_weight} if change_weight else {})}
+             **({"change_weight": change_weight} if change_weight else {}),
+             **({"whole_lesions": {**whole_info, "batch": whole_batch}} if whole_info else {})}
     more = {"init_from": init["weights_sha256"]} if init else {}
     if prediction_type != "epsilon":  # (absent for ε, so older runs stay resumable)
         more["prediction_type"] = prediction_type
@@ -920,6 +962,8 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
         more["embolic_balance"] = embolic_balance
     if change_weight:
         more["change_weight"] = change_weight
+    if whole_info:
+        more["whole_lesions"] = whole_info
     partial = RESPONSE_PREFIXES if init and init.get("fresh") else ()
     report = train_loop(lambda: _started(TumourDynamicsModel(**config), start, partial), batch_loss, val_loss,
                         settings=settings, out=out, kind="dynamics",
@@ -946,6 +990,11 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
                      + (f"; training pairs drawn with the plans' embolic groups balanced (each pair weighs "
                         f"n_group^-{embolic_balance:g})" if embolic_balance else "")
                      + (f"; each latent cell's error weighted 1 + {change_weight:g} × its change-region fraction "
-                        "(validation loss unweighted)" if change_weight else ""))
+                        "(validation loss unweighted)" if change_weight else "")
+                     + (f"; each step averaged with the same loss on {whole_batch} whole-lesion pair(s) of one crop "
+                        f"size (the {whole_info['n_train']} training cases whose lesion exceeds the crop, each in the "
+                        f"smallest crop of sides grown by {whole_lesion_step} voxels, up to {whole_lesions}, that "
+                        f"holds it, as `simulate` crops it; validation loss the mean of the training crops' and the "
+                        f"{whole_info['n_val']} validation whole-lesion pairs')" if whole_info else ""))
     return report
 

@@ -537,6 +537,89 @@ def test_cli_passes_whole_lesion_crops(cohort, tmp_path, monkeypatch):
     assert seen["whole_lesions"] == 96
 
 
+@pytest.fixture(scope="module")
+def small_autoencoder(cohort, tmp_path_factory):
+    """A 2-step tiny autoencoder of `SMALL_CROP` (so some lesions need a whole-lesion crop)."""
+    out = tmp_path_factory.mktemp("wm_ae_small") / "ae"
+    train_autoencoder(cohort, out, steps=2, batch_size=2, progress=False, model_config=TINY_AE, crop=SMALL_CROP,
+                      schedule=FAST)
+    return out
+
+
+def test_whole_lesion_pairs_group_latents_by_crop_size(cohort, small_autoencoder):
+    from pipelines.worldmodel.crops import LatentPairs, WholeLesionPairs, build_whole_lesion_cache
+
+    cache = build_crop_cache(cohort, spacing=SMALL_CROP.spacing, crop_size=SMALL_CROP.crop_size, progress=False)
+    whole = build_whole_lesion_cache(cache, step=4, largest=32, progress=False)  # fine steps: several sizes
+    model, _ = load_checkpoint(small_autoencoder, kind="autoencoder", build=BUILD["autoencoder"], command="test")
+    pairs = WholeLesionPairs.from_cache(whole, model, change_margin_mm=5.0, weights_key="k", responses=True)
+    sizes = {tuple(e["crop_size"]) for e in whole.entries}
+    assert set(pairs.groups) == sizes and len(pairs) == len(whole)
+    assert sorted(pairs.case_ids) == sorted(whole.case_ids)
+    for size, group in pairs.groups.items():
+        latent = tuple(s // model.downsampling for s in size)
+        assert group.pre.shape[2:] == group.post.shape[2:] == group.masks.shape[2:] == latent
+        assert group.responses.shape == (len(group), 3)
+        i = whole.case_ids.index(group.case_ids[0])
+        item = whole.load(i)
+        assert group.plans[0].canonical() == item["plan"]
+        with torch.no_grad():
+            expected = model.encode(torch.from_numpy(item["pre"])[None, None])[0]
+        torch.testing.assert_close(group.pre[0], expected, atol=1e-5, rtol=0)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):  # one crop size per batch
+        batch = pairs.sample_batch(3, g)
+        assert batch.pre.shape[0] == 3 and tuple(batch.pre.shape[2:]) in {
+            tuple(s // model.downsampling for s in size) for size in sizes}
+    assert sum(len(b.plans) for b in pairs.all_batches(2)) == len(pairs)
+    # encoded once: a second build reads the stored latents back
+    stored = list(whole.directory.glob("latents-*.pt"))
+    assert len(stored) == 1
+    again = WholeLesionPairs.from_cache(whole, model, change_margin_mm=5.0, weights_key="k")
+    assert list(whole.directory.glob("latents-*.pt")) == stored
+    assert all(torch.equal(again.groups[s].post, pairs.groups[s].post) for s in sizes)
+    assert len(sizes) > 1, "the tiny cohort's lesions need crops of several sizes"
+    with pytest.raises(ValueError, match="differ in size"):
+        LatentPairs.from_cache(whole, model, change_margin_mm=5.0, weights_key="k")
+
+
+def test_dynamics_trains_on_whole_lesion_pairs_recorded_and_checked(cohort, small_autoencoder, tmp_path,
+                                                                   monkeypatch):
+    from pipelines.worldmodel.crops import WholeLesionPairs
+
+    draws = []
+    real = WholeLesionPairs.sample_batch
+    monkeypatch.setattr(WholeLesionPairs, "sample_batch",
+                        lambda self, n, g: draws.append(n) or real(self, n, g))
+    kw = {"batch_size": 8, "progress": False, "schedule": FAST, "model_config": TINY_DYN}
+    plain = train_dynamics(cohort, small_autoencoder, tmp_path / "plain", steps=2, **kw)
+    assert not draws
+    train_dynamics(cohort, small_autoencoder, tmp_path / "w", steps=2, whole_lesions=24, **kw)
+    assert draws == [2, 2], "one whole-lesion batch of a quarter of the batch size per step"
+    a, _ = _state(plain.out, "dynamics")
+    b, meta = _state(tmp_path / "w", "dynamics")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    info = meta.extra["whole_lesions"]
+    assert info["largest"] == 24 and info["step"] == 16 and info["n_train"] > 0 and info["batch"] == 2
+    card = (tmp_path / "w" / "MODEL_CARD.md").read_text()
+    assert "--whole-lesion-crops 24" in card and "whole-lesion pair" in card
+    with pytest.raises(ConfigError):  # a resumed run without them is another run
+        train_dynamics(cohort, small_autoencoder, tmp_path / "w", steps=3, resume=True, **kw)
+    for bad in (8, 10, -16, True):
+        with pytest.raises(ConfigError, match="--whole-lesion-crops"):
+            train_dynamics(cohort, small_autoencoder, tmp_path / "bad", steps=1, whole_lesions=bad, **kw)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_passes_whole_lesion_crops_to_dynamics(cohort, tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(wm_train, "train_dynamics", lambda *a, **k: seen.update(k) or (_ for _ in ()).throw(
+        ConfigError("stop")))
+    assert main(["train", "dynamics", "--manifest", str(cohort), "--out", str(tmp_path / "d"), "--autoencoder",
+                 str(tmp_path), "--whole-lesion-crops", "96", "--quiet"]) == 2
+    assert seen["whole_lesions"] == 96
+
+
 def test_frozen_batch_norm_uses_and_keeps_running_statistics():
     from pipelines.worldmodel.train import frozen_batch_norm
 

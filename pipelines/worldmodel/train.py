@@ -796,9 +796,10 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
         whole_lesions: also train on whole-lesion crops (`crops.build_whole_lesion_cache`, as
             `train_segmentation`): each lesion larger than the training crop, in the smallest crop grown by
             ``whole_lesion_step`` voxels a side, up to this side, that holds it whole, as `simulate` crops it. Each
-            step then averages the batch's loss with that of `WHOLE_LESION_BATCH_DIVISOR`-th as many whole-lesion
-            pairs of one crop size, and the validation loss is the mean of the two validation losses. 0 (default):
-            training crops only, where a large lesion is only ever seen cut by the crop.
+            step then averages the batch's loss with that of ``batch_size // WHOLE_LESION_BATCH_DIVISOR`` (at least
+            1) whole-lesion pairs of one crop size, drawn uniformly (`crops.WholeLesionPairs`), and the validation
+            loss is the mean of the two validation losses. 0 (default): training crops only, where a large lesion
+            is only ever seen cut by the crop.
         Others as `train_autoencoder` (defaults `DEFAULTS["dynamics"]`).
 
     Raises:

@@ -638,10 +638,7 @@ class LatentPairs(Dataset):
             ManifestError: a chosen case has no plan (the dynamics model is conditioned on it).
         """
         indices = _check_indices(cache, indices)
-        no_plan = [cache.entries[i]["case_id"] for i in indices if not cache.entries[i]["plan"]]
-        if no_plan:
-            raise ManifestError(f"Cases {no_plan} of {cache.manifest} have no administered plan; the dynamics model "
-                                "needs one per case. Fill the manifest's 'plan' column (or the clinical JSON).")
+        _require_plans(cache, indices)
         saved = _cached_latents(cache, autoencoder, change_margin_mm, weights_key, batch_size, progress)
         return cls._of(cache, saved, indices, covariates, responses)
 
@@ -715,10 +712,7 @@ class WholeLesionPairs:
                    progress: bool | ProgressFn | None = None) -> "WholeLesionPairs":
         """As `LatentPairs.from_cache`, for a cache whose crops differ in size (`CropCache.uniform` false)."""
         indices = _check_indices(cache, indices)
-        no_plan = [cache.entries[i]["case_id"] for i in indices if not cache.entries[i]["plan"]]
-        if no_plan:
-            raise ManifestError(f"Cases {no_plan} of {cache.manifest} have no administered plan; the dynamics model "
-                                "needs one per case. Fill the manifest's 'plan' column (or the clinical JSON).")
+        _require_plans(cache, indices)
         saved = _cached_latents(cache, autoencoder, change_margin_mm, weights_key, 1, progress)
         by_size: dict[tuple[int, ...], list[int]] = {}
         for i in indices:
@@ -772,6 +766,15 @@ def embolic_balance_weights(plans: Sequence[Plan], power: float) -> torch.Tensor
     counts = Counter(groups)
     w = torch.tensor([counts[g] ** -power for g in groups], dtype=torch.float64)
     return (w / w.sum()).float()
+
+
+def _require_plans(cache: CropCache, indices: Sequence[int]) -> None:
+    """Raise `ManifestError` naming the chosen cases of ``cache`` without an administered plan (the dynamics model
+    is conditioned on it)."""
+    no_plan = [cache.entries[i]["case_id"] for i in indices if not cache.entries[i]["plan"]]
+    if no_plan:
+        raise ManifestError(f"Cases {no_plan} of {cache.manifest} have no administered plan; the dynamics model "
+                            "needs one per case. Fill the manifest's 'plan' column (or the clinical JSON).")
 
 
 def _cached_latents(cache: CropCache, autoencoder: torch.nn.Module, change_margin_mm: float, weights_key: str,

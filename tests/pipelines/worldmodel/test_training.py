@@ -581,6 +581,10 @@ def test_whole_lesion_pairs_group_latents_by_crop_size(cohort, small_autoencoder
     assert len(sizes) > 1, "the tiny cohort's lesions need crops of several sizes"
     with pytest.raises(ValueError, match="differ in size"):
         LatentPairs.from_cache(whole, model, change_margin_mm=5.0, weights_key="k")
+    whole.entries[0] = {**whole.entries[0], "plan": None}  # in memory only: a case without its plan
+    for build in (LatentPairs.from_cache, WholeLesionPairs.from_cache):
+        with pytest.raises(ManifestError, match=f"{whole.entries[0]['case_id']}.*no administered plan"):
+            build(whole, model, change_margin_mm=5.0, weights_key="k")
 
 
 def test_dynamics_trains_on_whole_lesion_pairs_recorded_and_checked(cohort, small_autoencoder, tmp_path,

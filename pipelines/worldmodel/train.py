@@ -919,12 +919,13 @@ def train_dynamics(manifest: str | os.PathLike, autoencoder_dir: str | os.PathLi
 
     def val_loss(model: TumourDynamicsModel) -> float:
         g = torch.Generator().manual_seed(settings.seed)  # the same timesteps and noise at every validation
-        losses = [denoise_loss(model, b, g, drop=False) * len(b.plans) for b in val.all_batches(VAL_BATCH)]
-        plain = float(sum(losses) / len(val))
-        if whole is None or whole[1] is None:
-            return plain
-        losses = [denoise_loss(model, b, g, drop=False) * len(b.plans) for b in whole[1].all_batches(VAL_BATCH)]
-        return (plain + float(sum(losses) / len(whole[1]))) / 2
+
+        def mean_loss(pairs) -> float:
+            return float(sum(denoise_loss(model, b, g, drop=False) * len(b.plans)
+                             for b in pairs.all_batches(VAL_BATCH)) / len(pairs))
+
+        plain = mean_loss(val)
+        return plain if whole is None or whole[1] is None else (plain + mean_loss(whole[1])) / 2
 
     # 3. train, 4. card
     command = _command("dynamics", cache.manifest, Path(out), settings, autoencoder=autoencoder_dir,
